@@ -1,0 +1,1 @@
+"""Evaluation: zero-shot regression, retrieval metrics and figures."""

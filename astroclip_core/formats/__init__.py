@@ -1,0 +1,17 @@
+"""Readers and writers for the DESI and Legacy Surveys file formats."""
+
+
+class FormatError(ValueError):
+    """A file is not what it claims to be.
+
+    The message always names the file (or "<bytes>" for in-memory input) and what is wrong:
+    a missing HDU or column, wrong bands, wrong shape, truncated data, not FITS at all.
+    """
+
+    def __init__(self, source: object, problem: str) -> None:
+        self.source = str(source)
+        self.problem = problem
+        super().__init__(f"{self.source}: {problem}")
+
+
+__all__ = ["FormatError"]

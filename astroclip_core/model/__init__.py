@@ -1,0 +1,1 @@
+"""The contrastive model: encoders, heads, loss and presets."""

@@ -1,0 +1,1 @@
+"""The Hugging Face dataset: card, features, splits, push."""

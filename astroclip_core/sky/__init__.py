@@ -1,0 +1,1 @@
+"""Sky geometry: HEALPix partitioning and the positional cross-match."""

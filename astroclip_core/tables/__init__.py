@@ -1,0 +1,1 @@
+"""Arrow schemas and the HEALPix-partitioned Parquet tables (pairs, embeddings)."""

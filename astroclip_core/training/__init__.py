@@ -1,0 +1,1 @@
+"""Training: data loading, the train loop and checkpoints."""

@@ -1,0 +1,1 @@
+"""Dagster definitions for the AstroCLIP pipeline (thin assets over astroclip_core)."""
