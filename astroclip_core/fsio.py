@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import fsspec
@@ -40,6 +42,7 @@ def atomic_write_bytes(url: str, data: bytes) -> None:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; published files are world-readable
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -69,3 +72,28 @@ def exists(url: str) -> bool:
     """True when ``url`` names an existing file or folder."""
     fs, path = filesystem(url)
     return fs.exists(path)
+
+
+@contextmanager
+def local_copy(url: str) -> Iterator[Path]:
+    """Yield a local path holding ``url``'s bytes: the file itself when local, else a temp copy.
+
+    fitsio needs a real file; remote (s3://) cache entries are copied to a temporary file that
+    is removed on exit.
+    """
+    if is_local(url):
+        yield _local_path(url)
+        return
+    fs, path = filesystem(url)
+    suffix = Path(path).suffix
+    with tempfile.TemporaryDirectory(prefix="astroclip-") as tmp:
+        local = Path(tmp) / f"copy{suffix}"
+        fs.get_file(path, str(local))
+        yield local
+
+
+def remove(url: str) -> None:
+    """Delete a file if it exists (local path or fsspec URL)."""
+    fs, path = filesystem(url)
+    if fs.exists(path):
+        fs.rm(path)

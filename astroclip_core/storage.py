@@ -7,6 +7,8 @@ strings joined with ``/`` so that a local folder and an object store behave the 
     raw/desi/<release>/...                       fetched subset of the public tree, same relative paths
     raw/legacysurvey/<dr>/<north|south>/sweep/9.0/...   fetched sweep catalogues
     raw/legacysurvey/<dr>/cutouts/<layer>/<key>.fits     cutout cache
+    catalog/<release>/selected.parquet + selection.json     the selected redshift catalogue
+    interim/<stage>/<release>/healpix=<pix>/part-0.parquet  per-partition intermediate tables
     pairs/<release>/healpix=<pix>/part-0.parquet
     failures/<release>/healpix=<pix>/part-0.parquet      objects that could not be fetched
     hf/<release>/README.md + data/{train,test}-*.parquet
@@ -58,6 +60,19 @@ class StorageLayout:
         """Cache path of one cutout response, ``key`` a stable name built from the query."""
         return self._join("raw", "legacysurvey", dr, "cutouts", layer, f"{key}.fits")
 
+    # Catalogue and per-partition intermediates
+    def catalog_file(self, release: str) -> str:
+        """The selected (clean-galaxy) redshift catalogue of one release, as Parquet."""
+        return self._join("catalog", release, "selected.parquet")
+
+    def catalog_report(self, release: str) -> str:
+        """JSON record of the selection cuts of one release."""
+        return self._join("catalog", release, "selection.json")
+
+    def interim_file(self, stage: str, release: str, pixel: int) -> str:
+        """Intermediate table of one stage (spectra, sources, matches, cutouts) and partition."""
+        return self._join("interim", stage, release, f"healpix={int(pixel)}", "part-0.parquet")
+
     # Tables
     def pairs_dir(self, release: str) -> str:
         """Hive-partitioned folder of the pairs table of one release."""
@@ -78,6 +93,10 @@ class StorageLayout:
     def model_dir(self, release: str, model: str) -> str:
         """Folder of one trained model, ``model`` = ``<preset>-<run>``."""
         return self._join("models", release, model)
+
+    def current_model(self, release: str) -> str:
+        """JSON pointer to the model the embeddings and evaluation of a release use."""
+        return self._join("models", release, "current.json")
 
     def embeddings_dir(self, release: str, model: str) -> str:
         """Hive-partitioned folder of the embeddings of one model."""

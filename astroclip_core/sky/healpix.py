@@ -58,6 +58,32 @@ class HealpixPixel:
         lon, lat = _healpix(self.nside).healpix_to_lonlat(self.pixel)
         return float(lon.to_value(u.deg)), float(lat.to_value(u.deg))
 
+    def bounding_boxes_deg(self, margin_arcsec: float = 0.0) -> list[tuple[float, float, float, float]]:
+        """RA/Dec rectangles (ra_min, ra_max, dec_min, dec_max) covering the pixel plus a margin.
+
+        Edges are sampled (not only corners, since HEALPix edges curve); a box that would wrap
+        RA 0/360 is split in two; near a pole the box spans all RA.
+        """
+        lon, lat = _healpix(self.nside).boundaries_lonlat(self.pixel, step=8)
+        ra = lon.to_value(u.deg).ravel()
+        dec = lat.to_value(u.deg).ravel()
+        margin_deg = margin_arcsec / 3600.0
+        dec_min = max(float(dec.min()) - margin_deg, -90.0)
+        dec_max = min(float(dec.max()) + margin_deg, 90.0)
+        if dec_max >= 89.9 or dec_min <= -89.9:
+            return [(0.0, 360.0, dec_min, dec_max)]
+        # RA margin grows as 1/cos(dec) at the box's most poleward edge.
+        ra_margin = margin_deg / np.cos(np.radians(max(abs(dec_min), abs(dec_max))))
+        centre = self.center_deg()[0]
+        rel = (ra - centre + 180.0) % 360.0 - 180.0  # RA relative to the centre, no wrap
+        lo = float(centre + rel.min() - ra_margin)
+        hi = float(centre + rel.max() + ra_margin)
+        if lo < 0.0:
+            return [(lo + 360.0, 360.0, dec_min, dec_max), (0.0, hi, dec_min, dec_max)]
+        if hi > 360.0:
+            return [(lo, 360.0, dec_min, dec_max), (0.0, hi - 360.0, dec_min, dec_max)]
+        return [(lo, hi, dec_min, dec_max)]
+
     def corners_deg(self) -> tuple[np.ndarray, np.ndarray]:
         """(ra_deg, dec_deg) arrays of the 4 pixel corners."""
         lon, lat = _healpix(self.nside).boundaries_lonlat(self.pixel, step=1)

@@ -1,0 +1,232 @@
+"""Galleries of galaxies: image queries with their nearest spectra, and search results.
+
+Pixels come from the pairs table through a :data:`PairLookup`, a callable that maps targetids
+to :class:`PairView` values, so figures work from a pairs folder, an in-memory table or any
+other source (a test fake, a Hugging Face dataset).
+
+Images are shown as RGB = (z, r, g) with an asinh stretch: bands are first balanced by the
+Legacy Surveys viewer's per-band scales, then the summed intensity I is mapped through
+asinh(I / soft) / asinh(I_max / soft) with I_max the image's 99.5th percentile and
+soft = I_max / 10, which keeps faint outskirts and bright cores visible together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from scipy.ndimage import uniform_filter
+
+from astroclip_core import fsio
+from astroclip_core.evaluation.knn import top_k_inner_product
+from astroclip_core.formats.desi import WAVELENGTH
+from astroclip_core.tables.schemas import decode_blob
+
+# Nanomaggy scale per band (g, r, z) that balances colours (Legacy Surveys viewer values).
+RGB_BAND_SCALE_NANOMAGGY = np.array([0.0066, 0.01, 0.025])
+SPECTRUM_SMOOTH_PIX = 15  # 12 Å box: noise down, absorption/emission features kept
+PAIR_COLUMNS = ["targetid", "z", "image", "flux", "mask"]
+
+
+@dataclass(frozen=True, eq=False)
+class PairView:
+    """The pixels of one galaxy for display."""
+
+    targetid: int
+    z: float
+    image: np.ndarray  # (3, H, W) float32 nanomaggies, bands g, r, z
+    flux: np.ndarray  # (7781,) float32 on WAVELENGTH, 1e-17 erg/s/cm2/Å
+    mask: np.ndarray  # (7781,) bool, True = bad pixel
+
+
+PairLookup = Callable[[Sequence[int]], dict[int, PairView]]
+
+
+@dataclass(frozen=True)
+class RetrievalExample:
+    """One image query and its most similar spectra (whole table as the bank)."""
+
+    query_targetid: int
+    query_z: float
+    neighbour_targetid: tuple[int, ...]
+    neighbour_z: tuple[float, ...]
+    similarity: tuple[float, ...]
+
+
+def _views(table: pa.Table) -> dict[int, PairView]:
+    images = decode_blob("image", table.column("image"))  # (N, 3, 152, 152)
+    fluxes = decode_blob("flux", table.column("flux"))  # (N, 7781)
+    masks = decode_blob("mask", table.column("mask")) != 0  # (N, 7781)
+    ids = table.column("targetid").to_pylist()
+    zs = table.column("z").to_pylist()
+    return {
+        int(t): PairView(int(t), float(z), images[i], fluxes[i], masks[i])
+        for i, (t, z) in enumerate(zip(ids, zs, strict=True))
+    }
+
+
+def pairs_lookup(source: pa.Table | str) -> PairLookup:
+    """A :data:`PairLookup` over a pairs table, or a pairs folder/file (local path or fsspec URL).
+
+    A folder is read lazily: each call reads only the rows of the requested targetids. Asking
+    for a targetid that is not there raises KeyError naming it.
+    """
+    if isinstance(source, pa.Table):
+        dataset: pads.Dataset = pads.dataset(source)
+    else:
+        fs, path = fsio.filesystem(source)
+        dataset = pads.dataset(path, filesystem=fs, format="parquet")
+
+    def lookup(targetids: Sequence[int]) -> dict[int, PairView]:
+        wanted = sorted({int(t) for t in targetids})
+        table = dataset.to_table(
+            columns=PAIR_COLUMNS, filter=pc.field("targetid").isin(pa.array(wanted, pa.int64()))
+        )
+        views = _views(table)
+        missing = [t for t in wanted if t not in views]
+        if missing:
+            raise KeyError(
+                f"pairs {source if isinstance(source, str) else 'table'} lack targetids {missing}"
+            )
+        return views
+
+    return lookup
+
+
+def rgb_asinh(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float RGB in [0, 1] from a (3, H, W) g, r, z image, R=z, G=r, B=g (asinh)."""
+    x = image / RGB_BAND_SCALE_NANOMAGGY[:, None, None]  # (3, H, W) colour-balanced
+    x = x - np.median(x, axis=(1, 2), keepdims=True)  # remove any sky pedestal
+    intensity = x.mean(axis=0)  # (H, W)
+    noise = 1.4826 * float(np.median(np.abs(intensity - np.median(intensity))))
+    # 3x3 mean so that one hot pixel does not set the white point
+    top = float(uniform_filter(intensity, size=3).max())
+    if not top > 0:
+        return np.zeros((*intensity.shape, 3))
+    soft = max(2.0 * noise, top / 1000.0)
+    floor = noise  # pixels within 1 sigma of the sky go black, so noise is not speckle
+    level = np.clip(intensity - floor, 0, None)
+    stretched = np.arcsinh(level / soft) / np.arcsinh(max(top - floor, soft) / soft)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.where(intensity > 0, stretched / intensity, 0.0)
+    rgb = np.clip(x, 0, None) * gain  # (3, H, W)
+    return np.clip(np.moveaxis(rgb[::-1], 0, -1), 0, 1)  # bands z, r, g = R, G, B
+
+
+def smoothed_spectrum(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Box-smoothed flux (7781,) that ignores masked pixels; NaN where nothing is left."""
+    good = (~mask) & np.isfinite(flux)
+    kernel = np.ones(SPECTRUM_SMOOTH_PIX)
+    total = np.convolve(np.where(good, flux, 0.0), kernel, mode="same")
+    count = np.convolve(good.astype(np.float64), kernel, mode="same")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def retrieval_examples(
+    targetid: np.ndarray,
+    z: np.ndarray,
+    image: np.ndarray,
+    spectrum: np.ndarray,
+    test: np.ndarray,
+    n_queries: int = 4,
+    n_neighbours: int = 3,
+) -> tuple[RetrievalExample, ...]:
+    """Test image queries spread over redshift (quantiles), each with its top spectra.
+
+    ``image`` and ``spectrum`` are (N, D) unit rows; ``test`` is an (N,) bool mask.
+    """
+    test_rows = np.flatnonzero(test)
+    if test_rows.size == 0:
+        return ()
+    by_z = test_rows[np.argsort(z[test_rows], kind="stable")]
+    picks = by_z[np.unique(np.linspace(0.1, 0.9, n_queries) * (by_z.size - 1)).round().astype(int)]
+    picks = np.unique(picks)
+    index, sim = top_k_inner_product(image[picks], spectrum, min(n_neighbours, len(spectrum)))
+    return tuple(
+        RetrievalExample(
+            int(targetid[q]),
+            float(z[q]),
+            tuple(int(t) for t in targetid[index[i]]),
+            tuple(float(v) for v in z[index[i]]),
+            tuple(float(s) for s in sim[i]),
+        )
+        for i, q in enumerate(picks)
+    )
+
+
+def _draw_image(ax: Axes, view: PairView, title: str) -> None:
+    ax.imshow(rgb_asinh(view.image), origin="lower", interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
+
+
+def _draw_spectrum(ax: Axes, view: PairView, title: str, reference: PairView | None = None) -> None:
+    flux = smoothed_spectrum(view.flux, view.mask)
+    ax.plot(WAVELENGTH, flux, color="tab:blue", lw=0.7, label="retrieved spectrum")
+    if reference is not None:
+        ref = smoothed_spectrum(reference.flux, reference.mask)
+        ax.plot(
+            WAVELENGTH, ref, color="tab:orange", lw=0.6, alpha=0.6, label="query's own spectrum"
+        )
+    finite = flux[np.isfinite(flux)]
+    if finite.size:
+        lo, hi = np.percentile(finite, [0.5, 99.95])  # keep emission-line peaks
+        pad = 0.15 * (hi - lo) if hi > lo else 1.0
+        ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xlim(WAVELENGTH[0], WAVELENGTH[-1])
+    ax.tick_params(labelsize=7)
+    ax.set_title(title, fontsize=8)
+
+
+def retrieval_examples_figure(examples: Sequence[RetrievalExample], lookup: PairLookup) -> Figure:
+    """One row per example: the query image, then its top spectra (query's own one in grey)."""
+    n_cols = 1 + max(len(e.neighbour_targetid) for e in examples)
+    ids = {e.query_targetid for e in examples} | {t for e in examples for t in e.neighbour_targetid}
+    views = lookup(sorted(ids))
+    fig = Figure(figsize=(2.2 + 4.2 * (n_cols - 1), 2.3 * len(examples)), layout="constrained")
+    grid = fig.add_gridspec(len(examples), n_cols, width_ratios=[1.0] + [2.2] * (n_cols - 1))
+    for row, ex in enumerate(examples):
+        query = views[ex.query_targetid]
+        _draw_image(
+            fig.add_subplot(grid[row, 0]), query, f"query {ex.query_targetid}\nz={ex.query_z:.3f}"
+        )
+        for col, (tid, zn, sim) in enumerate(
+            zip(ex.neighbour_targetid, ex.neighbour_z, ex.similarity, strict=True), start=1
+        ):
+            mark = " (true partner)" if tid == ex.query_targetid else ""
+            title = f"#{col}: {tid}{mark}  z={zn:.3f}  cos={sim:.3f}"
+            ax = fig.add_subplot(grid[row, col])
+            _draw_spectrum(ax, views[tid], title, reference=query)
+            if row == 0 and col == 1:
+                ax.legend(loc="upper right", fontsize=7, frameon=False)
+    fig.supxlabel("wavelength [Å]   (flux in 1e-17 erg/s/cm²/Å, 12 Å box-smoothed)", fontsize=9)
+    fig.suptitle("Image queries and their most similar spectra", fontsize=11)
+    return fig
+
+
+def neighbours_figure(query_targetid: int, neighbours: pa.Table, lookup: PairLookup) -> Figure:
+    """The query galaxy, then each neighbour (image and spectrum) of a search result table."""
+    tids = [int(t) for t in neighbours.column("targetid").to_pylist()]
+    sims = neighbours.column("similarity").to_pylist()
+    views = lookup([query_targetid, *tids])
+    rows = [(query_targetid, "query", "")] + [
+        (t, f"#{i + 1}", f"cos={s:.3f}" + ("  (the query galaxy)" if t == query_targetid else ""))
+        for i, (t, s) in enumerate(zip(tids, sims, strict=True))
+    ]
+    fig = Figure(figsize=(9.0, 1.9 * len(rows)), layout="constrained")
+    grid = fig.add_gridspec(len(rows), 2, width_ratios=[1.0, 4.0])
+    for r, (tid, label, extra) in enumerate(rows):
+        view = views[tid]
+        _draw_image(fig.add_subplot(grid[r, 0]), view, label)
+        title = f"{label}  {tid}  z={view.z:.3f}  {extra}"
+        _draw_spectrum(fig.add_subplot(grid[r, 1]), view, title)
+    fig.supxlabel("wavelength [Å]   (flux in 1e-17 erg/s/cm²/Å, 12 Å box-smoothed)", fontsize=9)
+    return fig

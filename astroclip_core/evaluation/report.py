@@ -1,0 +1,290 @@
+"""The evaluation report: zero-shot k-NN regression, retrieval, and the files they are written to.
+
+Protocol (ARCHITECTURE.md, "Evaluation protocol"):
+
+- Split: the table's deterministic ``split`` column; ``train`` rows are the bank, ``test`` rows
+  the queries.
+- Regression: distance-weighted k-NN (:mod:`astroclip_core.evaluation.knn`, 1/distance on
+  L2-normalised embeddings, k=64) for four query types:
+  ``image`` (image queries, image bank), ``spectrum`` (spectrum queries, spectrum bank),
+  ``image_to_spectrum`` (image queries, spectrum bank) and ``photometry`` (the baseline: the
+  same k-NN on standardised (g−r, r−z, z) asinh magnitudes,
+  :mod:`astroclip_core.evaluation.photometry`).
+- Targets: redshift always; ``log_mstar``, ``log_ssfr``, ``metallicity`` where a truth table
+  (joined on targetid) gives them. A bank or query row with a NaN target is left out of that
+  target only.
+- Retrieval on the test split (:mod:`astroclip_core.evaluation.retrieval`).
+
+``evaluation.json`` is one JSON object with flat dotted keys, so ``report["redshift.image.r2"]``
+works directly: ``n_train``, ``n_test``, ``k``, ``model``; ``<target>.<query>.r2`` and
+``<target>.<query>.n``; ``redshift.<query>.{sigma_nmad,outlier_fraction,bias,mean_bias}``;
+``retrieval.<direction>.{recall_at_1,recall_at_5,recall_at_10,median_rank,n}`` for
+``image_to_spectrum`` and ``spectrum_to_image``; and ``definitions.*`` strings. Undefined values
+(R² of a constant truth) are written as ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from astroclip_core import fsio
+from astroclip_core.evaluation.figures import (
+    PcaProjection,
+    pca_figure,
+    pca_projection,
+    redshift_figure,
+    render_png,
+)
+from astroclip_core.evaluation.gallery import (
+    PairLookup,
+    RetrievalExample,
+    pairs_lookup,
+    retrieval_examples,
+    retrieval_examples_figure,
+)
+from astroclip_core.evaluation.knn import DEFAULT_K, knn_regress, l2_normalise
+from astroclip_core.evaluation.metrics import RedshiftMetrics, r2_score, redshift_metrics
+from astroclip_core.evaluation.photometry import photometry_features, standardise
+from astroclip_core.evaluation.retrieval import RetrievalMetrics, retrieval_metrics
+from astroclip_core.search import embedding_matrix
+
+# query type -> (query column, bank column); "photometry" is handled apart
+EMBEDDING_QUERIES: dict[str, tuple[str, str]] = {
+    "image": ("image_embedding", "image_embedding"),
+    "spectrum": ("spectrum_embedding", "spectrum_embedding"),
+    "image_to_spectrum": ("image_embedding", "spectrum_embedding"),
+}
+QUERY_TYPES = (*EMBEDDING_QUERIES, "photometry")
+PHOTOMETRY_COLUMNS = ("flux_g", "flux_r", "flux_z")
+PROPERTIES = ("log_mstar", "log_ssfr", "metallicity")
+DEFINITIONS = {
+    "definitions.knn": "k-NN regression, weights 1/Euclidean distance on L2-normalised embeddings",
+    "definitions.photometry": "k-NN on train-standardised (g-r, r-z, z) asinh magnitudes",
+    "definitions.bias": "median of (z_pred - z)/(1 + z); mean_bias is the mean",
+    "definitions.outlier": "|z_pred - z|/(1 + z) > 0.15",
+    "definitions.retrieval": "rank of the true partner among the test split by cosine; 1 = top",
+}
+
+
+@dataclass(frozen=True)
+class PropertyMetrics:
+    """R² of one predicted property on ``n`` test galaxies with known truth."""
+
+    r2: float
+    n: int
+
+
+@dataclass(frozen=True, eq=False)
+class EvaluationReport:
+    """All numbers of one evaluation, plus the arrays the figures need."""
+
+    model: str
+    k: int
+    n_train: int
+    n_test: int
+    redshift: dict[str, RedshiftMetrics]  # query type -> metrics
+    properties: dict[str, dict[str, PropertyMetrics]]  # property -> query type -> metrics
+    retrieval: dict[str, RetrievalMetrics]  # "image_to_spectrum" / "spectrum_to_image"
+    z_test: np.ndarray  # (n_test,) true redshift of the test rows
+    z_pred: dict[str, np.ndarray]  # query type -> (n_test,) predicted redshift
+    pca: PcaProjection
+    examples: tuple[RetrievalExample, ...] = field(default=())
+
+    def to_flat_dict(self) -> dict[str, float | int | str | None]:
+        """The flat dotted-key dictionary written to ``evaluation.json``."""
+        out: dict[str, float | int | str | None] = {
+            "model": self.model,
+            "k": self.k,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+        }
+        for query, m in self.redshift.items():
+            for name in ("r2", "sigma_nmad", "outlier_fraction", "bias", "mean_bias", "n"):
+                out[f"redshift.{query}.{name}"] = getattr(m, name)
+        for prop, per_query in self.properties.items():
+            for query, pm in per_query.items():
+                out[f"{prop}.{query}.r2"] = pm.r2
+                out[f"{prop}.{query}.n"] = pm.n
+        for direction, rm in self.retrieval.items():
+            for name in ("recall_at_1", "recall_at_5", "recall_at_10", "median_rank", "n"):
+                out[f"retrieval.{direction}.{name}"] = getattr(rm, name)
+        out.update(DEFINITIONS)
+        return {
+            k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()
+        }
+
+
+def _aligned_columns(
+    targetid: np.ndarray, table: pa.Table, columns: tuple[str, ...], what: str, required: bool
+) -> dict[str, np.ndarray]:
+    """``columns`` of ``table`` as float64 arrays in the order of ``targetid``.
+
+    Rows missing from ``table`` raise when ``required``, else become NaN.
+    """
+    if "targetid" not in table.column_names:
+        raise ValueError(f"{what} table lacks column 'targetid'")
+    other = table.column("targetid").cast(pa.int64())
+    if pc.count_distinct(other).as_py() != len(other):
+        raise ValueError(f"{what} table has duplicate targetids")
+    index = pc.index_in(pa.array(targetid), value_set=other.combine_chunks())
+    missing = index.null_count
+    if missing and required:
+        raise ValueError(f"{what} table lacks {missing} of the {len(targetid)} targetids")
+    rows = index.to_numpy(zero_copy_only=False)  # float with NaN where missing
+    found = np.isfinite(rows)
+    out = {}
+    for name in columns:
+        if name not in table.column_names:
+            raise ValueError(f"{what} table lacks column {name!r}")
+        values = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+        col = np.full(len(targetid), np.nan)
+        col[found] = values[rows[found].astype(np.int64)]
+        out[name] = col
+    return out
+
+
+def _split_masks(embeddings: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    split = np.asarray(embeddings.column("split").to_pylist(), dtype=object)
+    unknown = set(split.tolist()) - {"train", "test"}
+    if unknown:
+        raise ValueError(f"embeddings split column has values {sorted(map(str, unknown))}")
+    train, test = split == "train", split == "test"
+    if not train.any() or not test.any():
+        raise ValueError(f"need train and test rows, got {train.sum()} train, {test.sum()} test")
+    return train, test
+
+
+def _predict(
+    query: np.ndarray, bank: np.ndarray, targets: dict[str, np.ndarray], k: int
+) -> dict[str, np.ndarray]:
+    """k-NN predictions (Q,) per target; one search per set of targets sharing a finite mask."""
+    groups: dict[bytes, list[str]] = {}
+    for name, values in targets.items():
+        groups.setdefault(np.isfinite(values).tobytes(), []).append(name)
+    out = {}
+    for names in groups.values():
+        usable = np.isfinite(targets[names[0]])
+        if not usable.any():
+            raise ValueError(f"no train row has a finite value of {names}")
+        values = np.stack([targets[n][usable] for n in names], axis=1)  # (N_usable, T)
+        pred = knn_regress(query, bank[usable], values, k=min(k, int(usable.sum())))
+        out.update({n: pred[:, i] for i, n in enumerate(names)})
+    return out
+
+
+def _property_metrics(
+    truth_test: dict[str, np.ndarray], predictions: dict[str, dict[str, np.ndarray]]
+) -> dict[str, dict[str, PropertyMetrics]]:
+    """R² per property and query type over the test rows whose truth is known."""
+    out: dict[str, dict[str, PropertyMetrics]] = {}
+    for prop in sorted(truth_test.keys() - {"redshift"}):
+        known = np.isfinite(truth_test[prop])
+        if known.any():
+            out[prop] = {
+                q: PropertyMetrics(
+                    r2_score(truth_test[prop][known], p[prop][known]), int(known.sum())
+                )
+                for q, p in predictions.items()
+            }
+    return out
+
+
+def evaluate(
+    embeddings: pa.Table, photometry: pa.Table, truth: pa.Table | None = None, k: int = DEFAULT_K
+) -> EvaluationReport:
+    """Run the whole evaluation protocol (module docstring) on one model's embeddings table.
+
+    ``photometry`` has targetid, flux_g, flux_r, flux_z (nanomaggies) for every embedded
+    galaxy; ``truth`` optionally has targetid plus any of log_mstar, log_ssfr, metallicity.
+    ``k`` is capped at the number of usable train rows.
+    """
+    targetid = embeddings.column("targetid").to_numpy(zero_copy_only=False).astype(np.int64)
+    train, test = _split_masks(embeddings)
+    z = embeddings.column("z").to_numpy(zero_copy_only=False).astype(np.float64)
+    if not np.isfinite(z).all():
+        raise ValueError(f"embeddings column 'z' has {int((~np.isfinite(z)).sum())} null/NaN rows")
+    targets = {"redshift": z}
+    if truth is not None:
+        present = tuple(p for p in PROPERTIES if p in truth.column_names)
+        targets.update(_aligned_columns(targetid, truth, present, "truth", required=False))
+    vectors = {  # (N, D) float32, unit rows
+        c: l2_normalise(embedding_matrix(embeddings, c), c)
+        for c in ("image_embedding", "spectrum_embedding")
+    }
+    fluxes = _aligned_columns(targetid, photometry, PHOTOMETRY_COLUMNS, "photometry", True)
+    features = photometry_features(pa.table(fluxes))  # (N, 3)
+    phot_train, phot_test = standardise(features[train], features[test])
+
+    bank_targets = {name: values[train] for name, values in targets.items()}
+    predictions: dict[str, dict[str, np.ndarray]] = {}
+    for query_type, (q_col, b_col) in EMBEDDING_QUERIES.items():
+        predictions[query_type] = _predict(
+            vectors[q_col][test], vectors[b_col][train], bank_targets, k
+        )
+    predictions["photometry"] = _predict(phot_test, phot_train, bank_targets, k)
+
+    z_test = z[test]
+    redshift = {q: redshift_metrics(z_test, p["redshift"]) for q, p in predictions.items()}
+    properties = _property_metrics({n: v[test] for n, v in targets.items()}, predictions)
+    image, spectrum = vectors["image_embedding"], vectors["spectrum_embedding"]
+    retrieval = {
+        "image_to_spectrum": retrieval_metrics(image[test], spectrum[test]),
+        "spectrum_to_image": retrieval_metrics(spectrum[test], image[test]),
+    }
+    return EvaluationReport(
+        model=_model_name(embeddings),
+        k=min(k, int(train.sum())),
+        n_train=int(train.sum()),
+        n_test=int(test.sum()),
+        redshift=redshift,
+        properties=properties,
+        retrieval=retrieval,
+        z_test=z_test,
+        z_pred={q: p["redshift"] for q, p in predictions.items()},
+        pca=pca_projection(image, spectrum, z),
+        examples=retrieval_examples(targetid, z, image, spectrum, test),
+    )
+
+
+def _model_name(embeddings: pa.Table) -> str:
+    if "model" not in embeddings.column_names:
+        return ""
+    names = pc.unique(embeddings.column("model")).to_pylist()
+    if len(names) != 1:
+        raise ValueError(f"embeddings table mixes models {names}; evaluate one model at a time")
+    return str(names[0])
+
+
+def write_report(
+    report: EvaluationReport, out_dir: str, pairs: pa.Table | str | PairLookup | None = None
+) -> dict[str, str]:
+    """Write ``evaluation.json`` and the figures under ``out_dir`` (local path or fsspec URL).
+
+    Every file is written atomically. ``pairs`` (a pairs table, a pairs folder URL, or a
+    :data:`PairLookup`) enables the retrieval-examples figure. Returns file name -> URL.
+    """
+    base = out_dir.rstrip("/")
+    written: dict[str, str] = {}
+
+    def put(name: str, data: bytes) -> None:
+        url = f"{base}/{name}"
+        fsio.atomic_write_bytes(url, data)
+        written[name] = url
+
+    put("evaluation.json", json.dumps(report.to_flat_dict(), indent=1, sort_keys=True).encode())
+    put("pca.png", render_png(pca_figure(report.pca, report.model)))
+    put(
+        "redshift_knn.png",
+        render_png(redshift_figure(report.z_test, report.z_pred, report.redshift)),
+    )
+    if pairs is not None and report.examples:
+        lookup = pairs if callable(pairs) else pairs_lookup(pairs)
+        put(
+            "retrieval_examples.png", render_png(retrieval_examples_figure(report.examples, lookup))
+        )
+    return written

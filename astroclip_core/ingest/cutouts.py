@@ -1,0 +1,73 @@
+"""Cutouts of one partition: one g,r,z stamp per matched imaging source."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+
+from astroclip_core import fsio
+from astroclip_core.ingest.stage import StepResult, read_interim, write_interim
+from astroclip_core.storage import StorageLayout
+from astroclip_core.tables.schemas import encode_blob
+
+log = logging.getLogger(__name__)
+STAGE = "cutouts"
+
+
+def fetch_partition_cutouts(
+    source, layout: StorageLayout, release: str, pixel: int, concurrency: int, log=log
+) -> StepResult:
+    """Fetch (or take from the cache) a cutout at each matched source; write ``interim/cutouts``.
+
+    Objects whose cutout cannot be had after retries (or whose every band is empty) are left
+    out and recorded with the reason in ``failures/<release>/healpix=<pix>/``; the partition
+    goes on. Output columns: targetid, image (float32 blob (3,152,152), nanomaggies).
+    """
+    matches = read_interim(layout, "matches", release, pixel)
+    tid = matches.column("targetid").to_numpy()
+    ra = matches.column("ra").to_numpy()
+    dec = matches.column("dec").to_numpy()
+    batch = source.fetch_cutouts(ra, dec, layout, concurrency=concurrency)
+    ok = np.asarray(batch.ok, dtype=bool)
+    # A stamp with no data in any band is no image at all: treat it as a failure.
+    empty = np.zeros(len(tid), dtype=bool)
+    if ok.any():
+        images = np.asarray(batch.images)
+        empty[ok] = ~np.any(images.reshape(len(images), -1) != 0, axis=1)
+    reasons = list(batch.reasons)
+    for i in np.flatnonzero(empty):
+        reasons[i] = "cutout has no data in any band"
+    good = ok & ~empty
+    images_good = (
+        np.asarray(batch.images)[good[ok]] if ok.any() else np.empty((0, 3, 152, 152), np.float32)
+    )
+    table = pa.table(
+        {"targetid": pa.array(tid[good], pa.int64()), "image": encode_blob("image", images_good)}
+    )
+    size = write_interim(layout, STAGE, release, pixel, table)
+    failed = np.flatnonzero(~good)
+    failures = pa.table(
+        {
+            "targetid": pa.array(tid[failed], pa.int64()),
+            "kind": pa.array(["cutout"] * len(failed), pa.string()),
+            "ra": pa.array(ra[failed]),
+            "dec": pa.array(dec[failed]),
+            "reason": pa.array([str(reasons[i]) for i in failed], pa.string()),
+        }
+    )
+    fsio.atomic_write_parquet(layout.failures_file(release, pixel), failures)
+    log.info(
+        f"cutouts {release}-{pixel}: fetched {int(good.sum())}/{len(tid)} ({len(failed)} failed)"
+    )
+    return StepResult(
+        layout.interim_file(STAGE, release, pixel),
+        table.num_rows,
+        size,
+        {
+            "requested": len(tid),
+            "failed": len(failed),
+            "failures_path": layout.failures_file(release, pixel),
+        },
+    )

@@ -1,0 +1,110 @@
+"""Imaging sources of one partition: the DR9 sweep rows covering the pixel plus a margin."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from astroclip_core import fsio
+from astroclip_core.formats.legacysurvey import read_sweep
+from astroclip_core.ingest.stage import StepResult, write_interim
+from astroclip_core.sky.healpix import PARTITION_NSIDE, HealpixPixel
+from astroclip_core.sky.partition_match import in_pixel_with_margin
+from astroclip_core.sources.layout import DR9_NORTH_DEC_MIN_DEG, sweep_boxes_for
+from astroclip_core.storage import StorageLayout
+
+log = logging.getLogger(__name__)
+STAGE = "sources"
+
+# Sweep columns kept for matching and for the pairs table.
+SOURCE_COLUMNS = [
+    "RELEASE", "BRICKID", "OBJID", "TYPE", "RA", "DEC",
+    "FLUX_G", "FLUX_R", "FLUX_Z", "EBV", "SHAPE_R", "MASKBITS",
+]  # fmt: skip
+
+
+def sweeps_for_pixel(pixel: int, margin_arcsec: float) -> list[tuple[str, int, int]]:
+    """(region, ra_min, dec_min) of each sweep box covering the pixel plus the margin.
+
+    DR9's ls-dr9 layer uses north imaging at Dec >= 32.375 and south below, so only the
+    region(s) whose side of that line the box touches are listed.
+    """
+    boxes: set[tuple[str, int, int]] = set()
+    for ra0, ra1, dec0, dec1 in HealpixPixel(PARTITION_NSIDE, pixel).bounding_boxes_deg(
+        margin_arcsec
+    ):
+        for ra_min, dec_min in sweep_boxes_for(ra0, ra1, dec0, dec1):
+            if dec0 < DR9_NORTH_DEC_MIN_DEG:
+                boxes.add(("south", ra_min, dec_min))
+            if dec1 >= DR9_NORTH_DEC_MIN_DEG:
+                boxes.add(("north", ra_min, dec_min))
+    return sorted(boxes)
+
+
+def _region_rows(table: pa.Table, region: str) -> pa.Table:
+    # Keep each region's sources only on its own side of the north/south line (no duplicates).
+    dec = table.column("dec")
+    north = pc.greater_equal(dec, DR9_NORTH_DEC_MIN_DEG)
+    return table.filter(north if region == "north" else pc.invert(north))
+
+
+def fetch_partition_sources(
+    source, layout: StorageLayout, release: str, pixel: int, margin_arcsec: float
+) -> StepResult:
+    """Fetch the sweeps covering ``pixel`` + margin and write the sources inside it.
+
+    ``source`` is a :class:`astroclip_core.sources.legacysurvey.LegacySurveySource`. A sweep
+    box the survey does not cover (HTTP 404) contributes no sources.
+    """
+    if not (margin_arcsec >= 0 and math.isfinite(margin_arcsec)):
+        raise ValueError(f"margin_arcsec {margin_arcsec} must be finite and >= 0")
+    tables = []
+    boxes = sweeps_for_pixel(pixel, margin_arcsec)
+    n_files = 0
+    for region, ra_min, dec_min in boxes:
+        cached = source.fetch_sweep(layout, region, ra_min, dec_min)
+        if cached is None:
+            log.info(
+                "sources %s-%d: no sweep %s %d %d (not covered)",
+                release,
+                pixel,
+                region,
+                ra_min,
+                dec_min,
+            )
+            continue
+        n_files += 1
+        with fsio.local_copy(cached) as path:
+            table = read_sweep(path, columns=SOURCE_COLUMNS)
+        table = _region_rows(table, region)
+        keep = in_pixel_with_margin(
+            table.column("ra").to_numpy(),
+            table.column("dec").to_numpy(),
+            HealpixPixel(PARTITION_NSIDE, pixel),
+            margin_arcsec,
+        )
+        tables.append(table.filter(pa.array(keep)))
+    if tables:
+        sources = pa.concat_tables(tables)
+    else:
+        raise FileNotFoundError(
+            f"no sweep file covers partition {release}-{pixel} ({len(boxes)} boxes tried)"
+        )
+    sources = sources.append_column(
+        "region",
+        pa.array(np.where(sources.column("dec").to_numpy() >= DR9_NORTH_DEC_MIN_DEG, "N", "S")),
+    )
+    size = write_interim(layout, STAGE, release, pixel, sources)
+    log.info(
+        "sources %s-%d: %d sources from %d sweep files", release, pixel, sources.num_rows, n_files
+    )
+    return StepResult(
+        layout.interim_file(STAGE, release, pixel),
+        sources.num_rows,
+        size,
+        {"sweep_files": n_files, "margin_arcsec": margin_arcsec},
+    )

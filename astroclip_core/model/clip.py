@@ -1,0 +1,100 @@
+"""The contrastive image-spectrum model and its construction from a config or preset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from astroclip_core.model.blocks import init_weights
+from astroclip_core.model.config import ModelConfig, get_preset
+from astroclip_core.model.heads import CrossAttentionHead
+from astroclip_core.model.image import ImageEncoder
+from astroclip_core.model.loss import ContrastiveLoss, LossTerms
+from astroclip_core.model.spectrum import SpectrumEncoder
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """Parameter counts of the model's parts (the loss's learnable scale counts in heads)."""
+
+    image: int
+    spectrum: int
+    heads: int
+
+    @property
+    def total(self) -> int:
+        """All parameters."""
+        return self.image + self.spectrum + self.heads
+
+
+class AstroClipModel(nn.Module):
+    """Image and spectrum encoders, one cross-attention head each, and the contrastive loss.
+
+    ``encode_image`` takes (B, 3, H, W) g,r,z nanomaggies (H = W >= crop, centre-cropped);
+    ``encode_spectrum`` takes (B, 7781) flux and a (B, 7781) bool ``valid`` mask. Both return
+    L2-normalised (B, embed_dim) embeddings; ``forward`` returns :class:`LossTerms`.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.image_encoder = ImageEncoder(config.image)
+        self.spectrum_encoder = SpectrumEncoder(config.spectrum)
+        self.image_head = CrossAttentionHead(config.image.width, config.head)
+        self.spectrum_head = CrossAttentionHead(config.spectrum.width, config.head)
+        self.loss = ContrastiveLoss(config.loss)
+        self.image_encoder.apply(init_weights)
+        self.spectrum_encoder.apply(init_weights)
+
+    def image_features(self, image_nmgy: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, D) un-normalised image embedding."""
+        return self.image_head(self.image_encoder(image_nmgy))
+
+    def spectrum_features(self, flux: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, L), (B, L) -> (B, D) un-normalised spectrum embedding."""
+        return self.spectrum_head(self.spectrum_encoder(flux, valid))
+
+    def encode_image(self, image_nmgy: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, D) L2-normalised."""
+        return F.normalize(self.image_features(image_nmgy).float(), dim=-1)
+
+    def encode_spectrum(self, flux: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, L), (B, L) -> (B, D) L2-normalised."""
+        return F.normalize(self.spectrum_features(flux, valid).float(), dim=-1)
+
+    def forward(self, image_nmgy: torch.Tensor, flux: torch.Tensor, valid: torch.Tensor) -> LossTerms:
+        """Loss terms of one batch of pairs (row i of each input is the same galaxy)."""
+        return self.loss(self.image_features(image_nmgy), self.spectrum_features(flux, valid))
+
+    def param_counts(self) -> ParamCounts:
+        """Parameters per part."""
+        image = sum(p.numel() for p in self.image_encoder.parameters())
+        spectrum = sum(p.numel() for p in self.spectrum_encoder.parameters())
+        heads = sum(
+            p.numel()
+            for m in (self.image_head, self.spectrum_head, self.loss)
+            for p in m.parameters()
+        )
+        return ParamCounts(image=image, spectrum=spectrum, heads=heads)
+
+
+def resolve_model_config(model: str | ModelConfig) -> ModelConfig:
+    """A preset name or a ModelConfig -> the ModelConfig."""
+    return get_preset(model).model if isinstance(model, str) else model
+
+
+def build_model(model: str | ModelConfig, device: str | torch.device = "cpu") -> AstroClipModel:
+    """Build a model from a preset name or config, initialised on ``device``.
+
+    ``device='meta'`` builds only shapes (no memory), which is enough to count parameters.
+    """
+    with torch.device(device):
+        return AstroClipModel(resolve_model_config(model))
+
+
+def count_parameters(model: str | ModelConfig) -> ParamCounts:
+    """Parameter counts of a preset/config, built on the meta device (instant, no memory)."""
+    return build_model(model, device="meta").param_counts()

@@ -1,0 +1,210 @@
+"""Typed model configs and the one preset table.
+
+A :class:`ModelConfig` fully describes an architecture; :data:`PRESETS` names three sizes:
+
+=======  ==============================================  ===================================
+preset   image ViT / spectrum transformer / embedding     meant for
+=======  ==============================================  ===================================
+tiny     96w x3 (36 tokens) / 96w x3 (131 tokens) / 128   two CPU cores, minutes
+base     384w x12 (144 tokens) / 512w x6 (779) / 512      one GPU
+paper    1024w x24 (144 tokens) / 768w x6 (779) / 1024    AstroCLIP's size (ViT-L/12), GPUs
+=======  ==============================================  ===================================
+
+``expected_params_m`` is what :func:`astroclip_core.model.clip.count_parameters` gives for the
+built model (checked by ``tests/test_model_presets.py``); ``describe_presets()`` prints it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# Per-band arcsinh softening scales (nanomaggies) for g, r, z. These are the legacypipe /
+# Legacy Surveys viewer RGB scales (g 0.0066, r 0.01, z 0.025): about the sky noise of one
+# pixel, so faint outskirts stay linear and bright cores are compressed logarithmically.
+LEGACY_SURVEY_BAND_SCALES_NMGY = (0.0066, 0.01, 0.025)
+
+
+@dataclass(frozen=True)
+class ImageEncoderConfig:
+    """A ViT over the centre crop of a g,r,z cutout.
+
+    The (3, crop_pix, crop_pix) crop is arcsinh-scaled per band, average-pooled by
+    ``bin_factor`` (1 = full resolution; 2 halves the tokens per side for the CPU preset),
+    then cut into ``patch_pix`` x ``patch_pix`` patches: (crop_pix / bin_factor / patch_pix)^2
+    tokens.
+    """
+
+    width: int
+    depth: int
+    n_heads: int
+    crop_pix: int = 144
+    patch_pix: int = 12
+    bin_factor: int = 1
+    mlp_ratio: float = 4.0
+    band_scales_nmgy: tuple[float, float, float] = LEGACY_SURVEY_BAND_SCALES_NMGY
+
+    @property
+    def n_tokens(self) -> int:
+        """Number of patch tokens per image."""
+        side = self.crop_pix // self.bin_factor
+        if side % self.patch_pix:
+            raise ValueError(
+                f"binned crop side {side} px is not a multiple of patch_pix {self.patch_pix}"
+            )
+        return (side // self.patch_pix) ** 2
+
+
+@dataclass(frozen=True)
+class SpectrumEncoderConfig:
+    """A transformer over overlapping slices of a standardised spectrum.
+
+    The 7781-pixel spectrum is padded at the red end to a whole number of strides and cut into
+    slices of ``slice_pix`` pixels every ``stride_pix`` pixels; one extra token carries the
+    spectrum's own (log std, mean / std).
+    """
+
+    width: int
+    depth: int
+    n_heads: int
+    slice_pix: int = 20
+    stride_pix: int = 10
+    n_wavelength: int = 7781
+    mlp_ratio: float = 4.0
+
+    @property
+    def padded_length(self) -> int:
+        """Spectrum length after red-end padding so that the slices tile it exactly."""
+        extra = max(self.n_wavelength - self.slice_pix, 0)
+        n_steps = -(-extra // self.stride_pix)  # ceil
+        return self.slice_pix + n_steps * self.stride_pix
+
+    @property
+    def n_slices(self) -> int:
+        """Number of slice tokens (without the statistics token)."""
+        return (self.padded_length - self.slice_pix) // self.stride_pix + 1
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Cross-attention heads (one per modality) with a learned query, then an MLP."""
+
+    embed_dim: int
+    n_heads: int
+    mlp_ratio: float = 4.0
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Logit scale of the symmetric InfoNCE loss.
+
+    ``learnable=False`` keeps the scale at ``init_logit_scale`` (AstroCLIP fixed 15.5);
+    ``learnable=True`` learns log(scale), clamped to at most ``max_logit_scale`` (CLIP: 100).
+    """
+
+    learnable: bool = False
+    init_logit_scale: float = 15.5
+    max_logit_scale: float = 100.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The whole architecture: both encoders, the heads and the loss."""
+
+    image: ImageEncoderConfig
+    spectrum: SpectrumEncoderConfig
+    head: HeadConfig
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (tuples become lists)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError`` naming them."""
+        image = dict(data["image"])
+        image["band_scales_nmgy"] = tuple(image.get("band_scales_nmgy", LEGACY_SURVEY_BAND_SCALES_NMGY))
+        return cls(
+            image=ImageEncoderConfig(**image),
+            spectrum=SpectrumEncoderConfig(**data["spectrum"]),
+            head=HeadConfig(**data["head"]),
+            loss=LossConfig(**data.get("loss", {})),
+        )
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model size with its parameter count (millions) and intended hardware."""
+
+    name: str
+    model: ModelConfig
+    expected_params_m: float
+    hardware: str
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            name="tiny",
+            model=ModelConfig(
+                # 2x binning: 72 px -> 6x6 = 36 tokens; 120-px slices at stride 60 -> 130 tokens
+                # (80/40 -> 194 tokens trained at ~100 pairs/s on 2 threads; 120/60 at ~180).
+                image=ImageEncoderConfig(width=96, depth=3, n_heads=4, bin_factor=2),
+                spectrum=SpectrumEncoderConfig(
+                    width=96, depth=3, n_heads=4, slice_pix=120, stride_pix=60
+                ),
+                head=HeadConfig(embed_dim=128, n_heads=4),
+                loss=LossConfig(learnable=True, init_logit_scale=10.0),
+            ),
+            expected_params_m=1.122,
+            hardware="2 CPU cores, minutes on the sample sky",
+        ),
+        Preset(
+            name="base",
+            model=ModelConfig(
+                image=ImageEncoderConfig(width=384, depth=12, n_heads=6),  # ViT-S/12
+                spectrum=SpectrumEncoderConfig(width=512, depth=6, n_heads=8),
+                head=HeadConfig(embed_dim=512, n_heads=8),
+                loss=LossConfig(learnable=True, init_logit_scale=14.3),
+            ),
+            expected_params_m=47.02,
+            hardware="one GPU (bf16)",
+        ),
+        Preset(
+            name="paper",
+            model=ModelConfig(
+                image=ImageEncoderConfig(width=1024, depth=24, n_heads=16),  # ViT-L/12
+                spectrum=SpectrumEncoderConfig(width=768, depth=6, n_heads=6),
+                head=HeadConfig(embed_dim=1024, n_heads=16),
+                loss=LossConfig(learnable=False, init_logit_scale=15.5),
+            ),
+            # image 302.9M (ViT-L, as published), spectrum 43.1M (published: 43M), heads 24.7M
+            expected_params_m=370.72,
+            hardware="one or more large GPUs (bf16, DDP via torchrun)",
+        ),
+    )
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; an unknown name raises ``KeyError`` listing the known ones."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def describe_presets() -> str:
+    """A text table of every preset: widths, depths, tokens and parameter counts."""
+    lines = [
+        f"{'preset':<6}  {'image (w x d, tokens)':<22}  {'spectrum (w x d, tokens)':<25}  "
+        f"{'embed':>5}  {'params':>9}  hardware"
+    ]
+    for p in PRESETS.values():
+        im, sp = p.model.image, p.model.spectrum
+        lines.append(
+            f"{p.name:<6}  {f'{im.width} x {im.depth}, {im.n_tokens}':<22}  "
+            f"{f'{sp.width} x {sp.depth}, {sp.n_slices + 1}':<25}  "
+            f"{p.model.head.embed_dim:>5}  {p.expected_params_m:>8.2f}M  {p.hardware}"
+        )
+    return "\n".join(lines)

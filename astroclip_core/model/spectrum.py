@@ -1,0 +1,63 @@
+"""The spectrum encoder: per-spectrum standardisation, overlapping slices, a transformer.
+
+Each spectrum is standardised by the mean and std of its *valid* pixels (mask == 0 and
+ivar > 0); invalid pixels are then set to 0, i.e. to the spectrum's own mean, so they carry no
+signal. The two removed numbers (log std, mean / std) go into one extra token at position 0,
+so the encoder still knows the spectrum's amplitude.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from astroclip_core.model.blocks import Transformer
+from astroclip_core.model.config import SpectrumEncoderConfig
+
+_MIN_STD = 1e-6  # floor on a spectrum's std so a flat/empty spectrum does not divide by zero
+
+
+def standardise(flux: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standardise each spectrum over its valid pixels.
+
+    flux (B, L) float, valid (B, L) bool -> (standardised (B, L) with 0 at invalid pixels,
+    stats (B, 2) = (log std, mean / std)).
+    """
+    w = valid.to(flux.dtype)
+    n = w.sum(dim=1, keepdim=True).clamp_min(1.0)  # (B, 1)
+    mean = (flux * w).sum(dim=1, keepdim=True) / n
+    var = (((flux - mean) * w) ** 2).sum(dim=1, keepdim=True) / n
+    std = var.sqrt().clamp_min(_MIN_STD)
+    x = (flux - mean) / std * w
+    stats = torch.cat([std.log(), mean / std], dim=1)  # (B, 2)
+    return x, stats
+
+
+class SpectrumEncoder(nn.Module):
+    """(B, L) flux and (B, L) valid mask -> (B, 1 + n_slices, width) tokens."""
+
+    def __init__(self, config: SpectrumEncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.slice_embed = nn.Linear(config.slice_pix, config.width)
+        self.stats_embed = nn.Linear(2, config.width)
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + config.n_slices, config.width))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.transformer = Transformer(config.width, config.depth, config.n_heads, config.mlp_ratio)
+
+    def forward(self, flux: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Encode spectra on the ``n_wavelength`` grid (flux in any linear unit)."""
+        cfg = self.config
+        if flux.ndim != 2 or flux.shape[1] != cfg.n_wavelength or valid.shape != flux.shape:
+            raise ValueError(
+                f"flux and valid must both be (B, {cfg.n_wavelength}), "
+                f"got {tuple(flux.shape)} and {tuple(valid.shape)}"
+            )
+        x, stats = standardise(flux.float(), valid)
+        x = F.pad(x, (0, cfg.padded_length - cfg.n_wavelength))  # (B, L_pad), zeros = mean
+        slices = x.unfold(1, cfg.slice_pix, cfg.stride_pix)  # (B, n_slices, slice_pix)
+        tokens = torch.cat(
+            [self.stats_embed(stats).unsqueeze(1), self.slice_embed(slices)], dim=1
+        )  # (B, 1 + n_slices, C)
+        return self.transformer(tokens + self.pos_embed)

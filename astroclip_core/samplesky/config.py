@@ -1,0 +1,132 @@
+"""Configuration of the sample sky: seed, footprints per release, sizes and trap fractions.
+
+The imaging sky (every Legacy Surveys source) is drawn per nside-16 pixel from (seed, pixel)
+over the union of all releases' footprints, so it does not depend on which release is
+generated. Each release observes a leading fraction of each pixel's spectroscopic target pool,
+so a later release re-observes the same galaxies (with a new noise realisation) and adds more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from astroclip_core.releases import KNOWN_RELEASES, Release
+from astroclip_core.sky.healpix import PARTITION_NSIDE, HealpixPixel
+from astroclip_core.storage import DEFAULT_STORAGE
+
+DEFAULT_ROOT = DEFAULT_STORAGE / "samplesky"
+
+
+@dataclass(frozen=True)
+class ReleaseFootprint:
+    """One release of the sample sky.
+
+    ``pixels``: nested nside-16 pixels it covers. ``target_fraction``: the leading fraction of
+    each pixel's target pool it observes. ``surveys``: DESI surveys its targets come from; the
+    first is the main one, the others hold re-observations (repeated TARGETIDs).
+    """
+
+    name: str
+    pixels: tuple[int, ...]
+    target_fraction: float
+    surveys: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.name not in KNOWN_RELEASES:
+            raise ValueError(f"release {self.name!r} is not one of {sorted(KNOWN_RELEASES)}")
+        for pixel in self.pixels:
+            HealpixPixel(PARTITION_NSIDE, pixel)
+        if not 0 < self.target_fraction <= 1:
+            raise ValueError(f"target_fraction {self.target_fraction} must be in (0, 1]")
+        if len(self.surveys) < 2:
+            raise ValueError(f"release {self.name}: need >= 2 surveys to have repeated targets")
+
+    @property
+    def release(self) -> Release:
+        """The (name, specprod) pair."""
+        return KNOWN_RELEASES[self.name]
+
+
+@dataclass(frozen=True)
+class DecoyRates:
+    """Catalogue rows the clean-galaxy selection must remove, per spectroscopic galaxy."""
+
+    star: float = 0.04
+    qso: float = 0.03
+    zwarn: float = 0.03
+    low_deltachi2: float = 0.03
+    sky: float = 0.03
+    bad_fiberstatus: float = 0.02
+    repeat: float = 0.04  # galaxies observed twice; only one row is primary
+
+
+@dataclass(frozen=True)
+class SampleSkyConfig:
+    """Everything that determines the sample sky's bytes (with the code version)."""
+
+    seed: int = 20240611
+    releases: tuple[ReleaseFootprint, ...] = (
+        ReleaseFootprint("edr", (1702, 1703, 1709), 0.8, ("sv3", "sv1")),
+        ReleaseFootprint("dr1", (1701, 1702, 1703, 1708, 1709), 1.0, ("main", "sv3", "sv1")),
+    )
+    galaxies_per_pixel: int = 1250  # the target pool of one nside-16 pixel
+    imaging_galaxies_per_target: float = 2.0  # extra imaging-only galaxies per pool galaxy
+    imaging_stars_per_target: float = 0.6
+    close_pair_fraction: float = 0.04  # pool galaxies with a neighbour 1.2-2.0 arcsec away
+    no_imaging_fraction: float = 0.01  # pool galaxies without any Legacy Surveys source
+    border_fraction: float = 0.01  # pool galaxies placed on a pixel border (match straddles it)
+    decoys: DecoyRates = field(default_factory=DecoyRates)
+
+    def __post_init__(self) -> None:
+        names = [r.name for r in self.releases]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate releases in {names}")
+        if self.galaxies_per_pixel < 1:
+            raise ValueError(f"galaxies_per_pixel {self.galaxies_per_pixel} must be >= 1")
+
+    def footprint(self, name: str) -> ReleaseFootprint:
+        """The footprint of release ``name``; ValueError when the sky has no such release."""
+        for fp in self.releases:
+            if fp.name == name:
+                return fp
+        raise ValueError(f"sample sky has no release {name!r}; it has {[r.name for r in self.releases]}")
+
+    def union_pixels(self) -> tuple[int, ...]:
+        """Every nside-16 pixel of any release, sorted: the imaging sky covers these."""
+        return tuple(sorted({p for fp in self.releases for p in fp.pixels}))
+
+
+SIZE_PRESETS: dict[str, SampleSkyConfig] = {
+    "default": SampleSkyConfig(),
+    "small": SampleSkyConfig(galaxies_per_pixel=300),
+    # Two adjacent pixels: edr has one, dr1 both, so border matches and a new pixel exist.
+    "tiny": SampleSkyConfig(
+        releases=(
+            ReleaseFootprint("edr", (1703,), 0.8, ("sv3", "sv1")),
+            ReleaseFootprint("dr1", (1702, 1703), 1.0, ("main", "sv3", "sv1")),
+        ),
+        galaxies_per_pixel=60,
+        close_pair_fraction=0.1,
+        no_imaging_fraction=0.05,
+        border_fraction=0.1,
+        decoys=DecoyRates(0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1),
+    ),
+}
+
+
+def preset(size: str, seed: int | None = None, galaxies_per_pixel: int | None = None) -> SampleSkyConfig:
+    """A size preset ('tiny', 'small', 'default'), optionally with another seed or pool size."""
+    if size not in SIZE_PRESETS:
+        raise ValueError(f"unknown sample-sky size {size!r}; choose from {sorted(SIZE_PRESETS)}")
+    cfg = SIZE_PRESETS[size]
+    if seed is not None:
+        cfg = replace(cfg, seed=seed)
+    if galaxies_per_pixel is not None:
+        cfg = replace(cfg, galaxies_per_pixel=galaxies_per_pixel)
+    return cfg
+
+
+def default_root() -> Path:
+    """``storage/samplesky`` in the repository."""
+    return DEFAULT_ROOT

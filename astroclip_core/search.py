@@ -1,0 +1,287 @@
+"""Nearest-neighbour search over an embeddings table, within or across modalities.
+
+Contract of :class:`EmbeddingIndex`: embeddings are L2-normalised, similarity is the cosine
+(inner product of unit vectors) and ``distance = sqrt(2 - 2 cos)`` is the Euclidean distance
+of the unit vectors. Results are ordered by decreasing similarity, ``rank`` 1 first.
+When the query is a galaxy of the table and the bank is its own modality, the galaxy itself is
+left out of the results (it would always be the top hit); across modalities it is kept, since
+its partner ranking first is the point of a cross-modal search.
+
+Two implementations honour the contract:
+
+- ``exact``: chunked numpy matmul over all rows (:func:`top_k_inner_product`), for any size.
+- ``faiss``: a faiss HNSW graph index on inner product (approximate, with a generous
+  ``efSearch``), built lazily on the first query of each bank modality and reused after.
+  Building costs a few seconds per 100k rows, so it pays off over repeated queries.
+
+``method="auto"`` picks ``faiss`` when the table has at least :data:`INDEX_THRESHOLD_ROWS` rows
+(200k) and ``faiss`` (the ``faiss-cpu`` package) is importable, else ``exact``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from astroclip_core import fsio
+from astroclip_core.evaluation.knn import l2_normalise, top_k_inner_product
+
+INDEX_THRESHOLD_ROWS = 200_000
+HNSW_NEIGHBOURS = 32  # graph degree M
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH_MIN = 128
+MODALITIES: dict[str, str] = {"image": "image_embedding", "spectrum": "spectrum_embedding"}
+META_COLUMNS = ("targetid", "ra", "dec", "z")
+Method = Literal["auto", "exact", "faiss"]
+
+
+def read_embeddings(url: str, columns: list[str] | None = None) -> pa.Table:
+    """Read an embeddings Parquet file or hive folder (every ``*.parquet`` below it).
+
+    The folder is read without hive partitioning: each file already holds its ``healpix``
+    column. Raises FileNotFoundError naming ``url`` when nothing is there.
+    """
+    fs, path = fsio.filesystem(url)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"no embeddings at {url}")
+    dataset = pads.dataset(path, filesystem=fs, format="parquet")
+    if not dataset.files:
+        raise FileNotFoundError(f"no Parquet files under {url}")
+    return dataset.to_table(columns=columns)
+
+
+def embedding_matrix(table: pa.Table, column: str) -> np.ndarray:
+    """(N, D) float32 array of a fixed-size-list (or equal-length list) embedding column."""
+    if column not in table.column_names:
+        raise ValueError(f"embeddings table lacks column {column!r}")
+    arr = table.column(column).combine_chunks()
+    if arr.null_count:
+        raise ValueError(f"column {column!r} has {arr.null_count} null rows")
+    if pa.types.is_fixed_size_list(arr.type):
+        dim = arr.type.list_size
+    elif pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+        if lengths.size and (lengths != lengths[0]).any():
+            raise ValueError(f"column {column!r} has rows of different lengths")
+        dim = int(lengths[0]) if lengths.size else 0
+    else:
+        raise ValueError(f"column {column!r} has type {arr.type}, not a list of floats")
+    values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return values.reshape(len(arr), dim)
+
+
+def faiss_available() -> bool:
+    """True when the ``faiss`` module (package ``faiss-cpu``) can be imported."""
+    return importlib.util.find_spec("faiss") is not None
+
+
+class EmbeddingIndex:
+    """Cosine nearest-neighbour search over one model's embeddings (see module docstring)."""
+
+    def __init__(self, table: pa.Table, method: Method = "auto") -> None:
+        missing = [c for c in (*META_COLUMNS, *MODALITIES.values()) if c not in table.column_names]
+        if missing:
+            raise ValueError(f"embeddings table lacks columns {missing}")
+        if method not in ("auto", "exact", "faiss"):
+            raise ValueError(f"method {method!r} is not one of auto, exact, faiss")
+        if method == "faiss" and not faiss_available():
+            raise ValueError("method 'faiss' needs the faiss-cpu package")
+        self.meta = table.select(list(META_COLUMNS)).combine_chunks()
+        self._targetid = self.meta.column("targetid").cast(pa.int64())
+        if pc.count_distinct(self._targetid).as_py() != len(self._targetid):
+            raise ValueError("embeddings table has duplicate targetids")
+        self._vectors = {  # modality -> (N, D) float32 unit rows
+            m: l2_normalise(embedding_matrix(table, col), col) for m, col in MODALITIES.items()
+        }
+        if method == "auto":
+            big = table.num_rows >= INDEX_THRESHOLD_ROWS
+            method = "faiss" if big and faiss_available() else "exact"
+        self.method: Literal["exact", "faiss"] = method
+        self._faiss: dict[str, object] = {}  # modality -> built faiss index
+
+    @classmethod
+    def from_table(cls, source: pa.Table | str, method: Method = "auto") -> EmbeddingIndex:
+        """Index an in-memory table, or a Parquet file/hive folder (local path or fsspec URL)."""
+        table = source if isinstance(source, pa.Table) else read_embeddings(source)
+        return cls(table, method=method)
+
+    def __len__(self) -> int:
+        return self.meta.num_rows
+
+    def _modality(self, name: str) -> np.ndarray:
+        if name not in self._vectors:
+            raise ValueError(f"modality {name!r} is not one of {sorted(self._vectors)}")
+        return self._vectors[name]
+
+    def _row_of(self, targetid: int) -> int:
+        row = pc.index(self._targetid, pa.scalar(int(targetid), pa.int64())).as_py()
+        if row < 0:
+            raise KeyError(f"targetid {targetid} is not in the embeddings table")
+        return row
+
+    def _faiss_index(self, modality: str) -> object:
+        if modality not in self._faiss:
+            import faiss
+
+            vectors = self._modality(modality)
+            index = faiss.IndexHNSWFlat(
+                vectors.shape[1], HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT
+            )
+            index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            index.add(np.ascontiguousarray(vectors))
+            self._faiss[modality] = index
+        return self._faiss[modality]
+
+    def _search(self, queries: np.ndarray, k: int, modality: str) -> tuple[np.ndarray, np.ndarray]:
+        """Rows (Q, k) and cosine similarities (Q, k) of the k best bank rows, best first."""
+        bank = self._modality(modality)
+        k = min(k, bank.shape[0])
+        if self.method == "exact":
+            return top_k_inner_product(queries, bank, k)
+        index = self._faiss_index(modality)
+        index.hnsw.efSearch = max(HNSW_EF_SEARCH_MIN, 4 * k)
+        sim, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        if (rows < 0).any():
+            raise RuntimeError(f"faiss returned fewer than k={k} neighbours")
+        return rows.astype(np.int64), sim
+
+    def _result(self, rows: np.ndarray, sim: np.ndarray) -> pa.Table:
+        table = self.meta.take(pa.array(rows))
+        sim = sim.astype(np.float32)
+        distance = np.sqrt(np.clip(2.0 - 2.0 * sim, 0.0, None)).astype(np.float32)
+        return (
+            table.append_column("similarity", pa.array(sim))
+            .append_column("distance", pa.array(distance))
+            .append_column("rank", pa.array(np.arange(1, len(rows) + 1, dtype=np.int32)))
+        )
+
+    def query_vector(
+        self, vec: np.ndarray, k: int = 10, bank_modality: str = "spectrum"
+    ) -> pa.Table:
+        """The k bank rows most cosine-similar to ``vec`` (D,): targetid, ra, dec, z,
+        similarity, distance, rank. ``vec`` need not be normalised."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        query = l2_normalise(np.asarray(vec, dtype=np.float32).reshape(1, -1), "query vector")
+        if query.shape[1] != self._modality(bank_modality).shape[1]:
+            raise ValueError(
+                f"query has dim {query.shape[1]}, the bank {self._modality(bank_modality).shape[1]}"
+            )
+        rows, sim = self._search(query, k, bank_modality)
+        return self._result(rows[0], sim[0])
+
+    def query_targetid(
+        self,
+        targetid: int,
+        k: int = 10,
+        query_modality: str = "image",
+        bank_modality: str = "spectrum",
+    ) -> pa.Table:
+        """Neighbours of galaxy ``targetid``'s ``query_modality`` embedding in the
+        ``bank_modality`` bank; the galaxy itself is excluded when the modalities are equal."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        row = self._row_of(targetid)
+        query = self._modality(query_modality)[row : row + 1]  # (1, D)
+        same = query_modality == bank_modality
+        rows, sim = self._search(query, k + 1 if same else k, bank_modality)
+        rows, sim = rows[0], sim[0]
+        if same:
+            keep = rows != row
+            rows, sim = rows[keep][:k], sim[keep][:k]
+        return self._result(rows, sim)
+
+
+def format_neighbours(table: pa.Table) -> str:
+    """A fixed-width text table of rank, targetid, ra, dec, z and similarity."""
+    header = f"{'rank':>4}  {'targetid':>20}  {'ra_deg':>10}  {'dec_deg':>10}  {'z':>7}  {'similarity':>10}"
+    lines = [header, "-" * len(header)]
+    for r in table.to_pylist():
+        lines.append(
+            f"{r['rank']:>4}  {r['targetid']:>20}  {r['ra']:>10.5f}  {r['dec']:>10.5f}  "
+            f"{r['z']:>7.4f}  {r['similarity']:>10.4f}"
+        )
+    return "\n".join(lines)
+
+
+def add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``astroclip search`` options to ``parser``."""
+    parser.add_argument(
+        "--embeddings",
+        help="embeddings Parquet folder or file (local path or fsspec URL); "
+        "default: <ASTROCLIP_STORAGE>/embeddings/<release>/<model>",
+    )
+    parser.add_argument("--release", default="edr", help="data release (default: edr)")
+    parser.add_argument(
+        "--model", help="model folder name <preset>-<run>; optional when the release has one model"
+    )
+    parser.add_argument("--targetid", type=int, required=True, help="TARGETID of the query galaxy")
+    parser.add_argument("--k", type=int, default=10, help="number of neighbours (default: 10)")
+    parser.add_argument("--query-modality", choices=sorted(MODALITIES), default="image")
+    parser.add_argument("--bank-modality", choices=sorted(MODALITIES), default="spectrum")
+    parser.add_argument(
+        "--method",
+        choices=("auto", "exact", "faiss"),
+        default="auto",
+        help=f"auto: faiss HNSW from {INDEX_THRESHOLD_ROWS} rows when installed, else exact",
+    )
+    parser.add_argument("--png", help="also write a PNG of the query and its neighbours")
+    parser.add_argument(
+        "--pairs", help="pairs folder for --png (default: <ASTROCLIP_STORAGE>/pairs/<release>)"
+    )
+
+
+def _embeddings_url(args: argparse.Namespace) -> str:
+    """The embeddings location from --embeddings, else the storage layout's --release/--model."""
+    if args.embeddings:
+        return args.embeddings
+    if not args.model:
+        raise ValueError("pass --embeddings DIR, or --model <preset>-<run> (with --release)")
+    from astroclip_core.storage import default_layout
+
+    return default_layout().embeddings_dir(args.release, args.model)
+
+
+def _write_png(args: argparse.Namespace, result: pa.Table) -> None:
+    from astroclip_core.evaluation.figures import render_png
+    from astroclip_core.evaluation.gallery import neighbours_figure, pairs_lookup
+    from astroclip_core.storage import default_layout
+
+    pairs = args.pairs or default_layout().pairs_dir(args.release)
+    png = render_png(neighbours_figure(args.targetid, result, pairs_lookup(pairs)))
+    fsio.atomic_write_bytes(args.png, png)
+
+
+def search_command(args: argparse.Namespace) -> int:
+    """Run ``astroclip search``: print the neighbours table, optionally write a PNG of them.
+
+    Returns 0 on success and 2 on bad input (message on stderr).
+    """
+    try:
+        url = _embeddings_url(args)
+        index = EmbeddingIndex.from_table(url, method=args.method)
+        result = index.query_targetid(
+            args.targetid,
+            k=args.k,
+            query_modality=args.query_modality,
+            bank_modality=args.bank_modality,
+        )
+        print(
+            f"{args.query_modality} of {args.targetid} -> {args.bank_modality} bank "
+            f"({len(index)} rows, {index.method} search, {url})"
+        )
+        print(format_neighbours(result))
+        if args.png:
+            _write_png(args, result)
+            print(f"wrote {args.png}")
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        print(f"astroclip search: {err}", file=sys.stderr)
+        return 2
+    return 0

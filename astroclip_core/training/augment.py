@@ -1,0 +1,114 @@
+"""Batch augmentations in torch, and the conversion of decoded pairs to model inputs.
+
+Image (on the whole batch, per-sample random choices, no per-row Python):
+- a random ``crop_pix`` crop of the 152-px cutout, i.e. shifts of up to +-4 px for 144;
+- a random horizontal flip and a random multiple of 90 degrees rotation (the sky has no
+  preferred orientation, and the D4 symmetry keeps the pixel grid intact).
+Spectrum:
+- Gaussian noise with sigma = noise_scale / sqrt(ivar), 0 where ivar == 0;
+- pixels with mask != 0 or ivar == 0 are marked invalid; the encoder replaces them with the
+  spectrum's own mean after standardisation (see ``astroclip_core.model.spectrum``).
+
+The randomness of a batch comes from a generator seeded by (seed, rank, step), so the
+augmentation of any step is reproducible without carrying generator state through a resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from astroclip_core.model.image import centre_crop
+from astroclip_core.training.data import PairArrays
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Which augmentations run in training (evaluation uses none)."""
+
+    flips: bool = True
+    rot90: bool = True
+    random_crop: bool = True
+    spectrum_noise_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """One batch as the model takes it."""
+
+    image_nmgy: torch.Tensor  # (B, 3, crop, crop) float32
+    flux: torch.Tensor  # (B, L) float32
+    valid: torch.Tensor  # (B, L) bool
+
+    def to(self, device: torch.device | str) -> ModelInputs:
+        """The same batch on ``device`` (non-blocking copies)."""
+        return ModelInputs(
+            *(t.to(device, non_blocking=True) for t in (self.image_nmgy, self.flux, self.valid))
+        )
+
+
+def batch_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """A CPU generator that depends only on (seed, rank, step)."""
+    mixed = np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(mixed) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def _valid(batch: PairArrays) -> torch.Tensor:
+    # (B, L) bool: good mask and positive inverse variance
+    return torch.from_numpy((batch.mask == 0) & (batch.ivar > 0))
+
+
+def random_crop(image: torch.Tensor, size_pix: int, gen: torch.Generator) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, size, size), each sample at its own random offset (one gather)."""
+    b, c, h, w = image.shape
+    oy = torch.randint(0, h - size_pix + 1, (b,), generator=gen)
+    ox = torch.randint(0, w - size_pix + 1, (b,), generator=gen)
+    ar = torch.arange(size_pix)
+    rows = (oy[:, None] + ar)[:, None, :, None]  # (B, 1, S, 1)
+    cols = (ox[:, None] + ar)[:, None, None, :]  # (B, 1, 1, S)
+    return image[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+
+
+def flip_rotate(
+    image: torch.Tensor, gen: torch.Generator, flips: bool, rot90: bool
+) -> torch.Tensor:
+    """Per-sample random horizontal flip and rotation by k * 90 degrees of (B, C, S, S)."""
+    out = image
+    if flips:
+        flip = torch.rand(len(image), generator=gen) < 0.5
+        out = torch.where(flip[:, None, None, None], out.flip(-1), out)
+    if rot90:
+        k = torch.randint(0, 4, (len(image),), generator=gen)
+        rotated = out.clone()
+        for quarter in (1, 2, 3):
+            sel = torch.nonzero(k == quarter).squeeze(1)
+            rotated[sel] = torch.rot90(out[sel], quarter, dims=(-2, -1))
+        out = rotated
+    return out
+
+
+def train_inputs(
+    batch: PairArrays, crop_pix: int, config: AugmentConfig, gen: torch.Generator
+) -> ModelInputs:
+    """Augmented model inputs of a training batch (CPU tensors)."""
+    image = torch.from_numpy(batch.image)
+    if config.random_crop:
+        image = random_crop(image, crop_pix, gen)
+    else:
+        image = centre_crop(image, crop_pix)
+    image = flip_rotate(image, gen, config.flips, config.rot90)
+    ivar = torch.from_numpy(batch.ivar)
+    flux = torch.from_numpy(batch.flux)
+    if config.spectrum_noise_scale > 0:
+        sigma = torch.where(ivar > 0, ivar.clamp_min(1e-30).rsqrt(), torch.zeros(()))
+        noise = torch.randn(flux.shape, generator=gen)
+        flux = flux + config.spectrum_noise_scale * sigma * noise
+    return ModelInputs(image_nmgy=image.contiguous(), flux=flux, valid=_valid(batch))
+
+
+def eval_inputs(batch: PairArrays, crop_pix: int) -> ModelInputs:
+    """Un-augmented model inputs (centre crop, no noise), for embeddings and evaluation."""
+    image = centre_crop(torch.from_numpy(batch.image), crop_pix).contiguous()
+    return ModelInputs(image_nmgy=image, flux=torch.from_numpy(batch.flux), valid=_valid(batch))

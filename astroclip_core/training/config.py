@@ -1,0 +1,100 @@
+"""The training run's config and result (typed, frozen, JSON round-trippable)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
+
+from astroclip_core.model.config import ModelConfig
+from astroclip_core.training.augment import AugmentConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs.
+
+    Data: ``pairs_dir`` (a hive folder, local path or fsspec URL) or an explicit ``files``
+    list; only ``split == 'train'`` rows are used. Length: ``steps``, or ``epochs`` (steps =
+    epochs x batches per epoch). ``batch_size`` is per rank; under DDP the global batch is
+    batch_size x world_size. ``stop_after_steps`` ends the process early as if killed after
+    that step's checkpoint (a test hook; the run resumes to ``steps``).
+    """
+
+    out_dir: str
+    model: str | ModelConfig = "tiny"
+    pairs_dir: str | None = None
+    files: tuple[str, ...] | None = None
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    num_threads: int | None = None
+    checkpoint_every: int = 100
+    resume: bool = True
+    log_every: int = 10
+    shuffle_window_rows: int = 2048
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    stop_after_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.pairs_dir is None) == (self.files is None):
+            raise ValueError("give exactly one of pairs_dir and files")
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of steps and epochs")
+        for name in ("batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {self.device!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["model"] = self.model if isinstance(self.model, str) else self.model.to_dict()
+        out["augment"] = asdict(self.augment)
+        out["files"] = list(self.files) if self.files is not None else None
+        return out
+
+    def to_json(self) -> str:
+        """The config as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError`` naming them."""
+        data = dict(data)
+        if isinstance(data.get("model"), dict):
+            data["model"] = ModelConfig.from_dict(data["model"])
+        if isinstance(data.get("augment"), dict):
+            data["augment"] = AugmentConfig(**data["augment"])
+        if data.get("files") is not None:
+            data["files"] = tuple(data["files"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run reports (the files it wrote are listed in ``paths``)."""
+
+    steps: int
+    final_loss: float
+    pairs_per_s: float  # mean over the steps this process ran, all ranks together
+    n_params_image: int
+    n_params_spectrum: int
+    n_params_heads: int
+    n_params_total: int
+    device: str
+    world_size: int
+    resumed_from_step: int  # 0 for a fresh run
+    paths: dict[str, str]  # name -> path: model, config, history, loss_curve, checkpoint
+    rank_weight_checksums: tuple[float, ...]  # one per rank; equal when DDP kept them in sync

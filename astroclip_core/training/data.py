@@ -1,0 +1,228 @@
+"""Reading the pairs table into batches: whole-file Arrow reads and ``decode_blob``, no per-row
+Python work.
+
+An epoch's order is a *block shuffle* that is a pure function of (seed, epoch): the files are
+permuted, consecutive files are grouped into windows of at least ``shuffle_window_rows`` rows,
+and rows are permuted within each window. So only about two windows of decoded rows are in
+memory at once, and any batch of any epoch can be produced directly (which is how a resumed run
+continues at the exact batch where it stopped). Under DDP every rank computes the same order
+and takes its own ``batch_size`` slice of each global batch of ``batch_size * world_size`` rows;
+every rank therefore runs the same number of steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from astroclip_core.formats import FormatError
+from astroclip_core.fsio import filesystem
+from astroclip_core.tables.schemas import decode_blob
+
+PAIR_COLUMNS = ("targetid", "z", "image", "flux", "ivar", "mask")
+
+
+@dataclass(frozen=True)
+class PairArrays:
+    """Decoded pairs, row i of every array is one galaxy."""
+
+    targetid: np.ndarray  # (N,) int64
+    z: np.ndarray  # (N,) float64
+    image: np.ndarray  # (N, 3, 152, 152) float32 nanomaggies, bands g, r, z
+    flux: np.ndarray  # (N, 7781) float32, 1e-17 erg/s/cm2/A
+    ivar: np.ndarray  # (N, 7781) float32
+    mask: np.ndarray  # (N, 7781) uint8, nonzero = bad
+
+    def __len__(self) -> int:
+        return len(self.targetid)
+
+    def take(self, rows: np.ndarray) -> PairArrays:
+        """The rows at positions ``rows`` (copies)."""
+        return PairArrays(*(getattr(self, c)[rows] for c in PAIR_COLUMNS))
+
+
+def decode_pairs(table: pa.Table, source: str = "<table>") -> PairArrays:
+    """Decode a pairs table (PAIRS_SCHEMA columns) into arrays; non-finite pixels raise."""
+    missing = [c for c in PAIR_COLUMNS if c not in table.column_names]
+    if missing:
+        raise FormatError(source, f"pairs table lacks columns {missing}")
+    arrays = PairArrays(
+        targetid=table.column("targetid").to_numpy(),
+        z=table.column("z").to_numpy(zero_copy_only=False).astype(np.float64),
+        image=decode_blob("image", table.column("image")),
+        flux=decode_blob("flux", table.column("flux")),
+        ivar=decode_blob("ivar", table.column("ivar")),
+        mask=decode_blob("mask", table.column("mask")),
+    )
+    for name in ("image", "flux", "ivar"):
+        bad = int(np.count_nonzero(~np.isfinite(getattr(arrays, name))))
+        if bad:
+            raise FormatError(source, f"column {name!r} has {bad} non-finite values")
+    return arrays
+
+
+def concat_pairs(parts: Sequence[PairArrays]) -> PairArrays:
+    """Concatenate decoded pairs along rows."""
+    return PairArrays(*(np.concatenate([getattr(p, c) for p in parts]) for c in PAIR_COLUMNS))
+
+
+def list_pairs_files(pairs_dir: str) -> list[str]:
+    """All ``*.parquet`` files under a hive folder (local path or fsspec URL), sorted."""
+    fs, root = filesystem(pairs_dir)
+    if not fs.exists(root):
+        raise FileNotFoundError(f"pairs folder {pairs_dir} does not exist")
+    paths = sorted(p for p in fs.find(root) if p.endswith(".parquet"))
+    if not paths:
+        raise FileNotFoundError(f"pairs folder {pairs_dir} holds no .parquet files")
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
+    return [p if protocol in ("file", "local") else f"{protocol}://{p}" for p in paths]
+
+
+def _read_table(path: str, columns: Sequence[str]) -> pa.Table:
+    fs, inner = filesystem(path)
+    try:
+        return pq.read_table(inner, columns=list(columns), filesystem=fs)
+    except (pa.ArrowInvalid, KeyError) as err:
+        raise FormatError(path, f"cannot read pairs columns {list(columns)}: {err}") from err
+
+
+def read_pairs_file(path: str, split: str | None = None) -> PairArrays:
+    """Decode one pairs file, only the rows of ``split`` when given."""
+    arrays, rows = _read_split(path, split)
+    return arrays if split is None else arrays.take(rows)
+
+
+def _read_split(path: str, split: str | None) -> tuple[PairArrays, np.ndarray]:
+    # (all rows decoded as zero-copy views, file positions of the ``split`` rows)
+    table = _read_table(path, [*PAIR_COLUMNS, "split"])
+    if split is None:
+        rows = np.arange(table.num_rows)
+    else:
+        rows = np.flatnonzero(table.column("split").to_numpy(zero_copy_only=False) == split)
+    return decode_pairs(table.drop_columns(["split"]), source=path), rows
+
+
+def _empty_batch(n: int, like: PairArrays) -> PairArrays:
+    return PairArrays(
+        *(np.empty((n, *getattr(like, c).shape[1:]), getattr(like, c).dtype) for c in PAIR_COLUMNS)
+    )
+
+
+@dataclass(frozen=True)
+class PairsIndex:
+    """The files of a training set and how many rows of the wanted split each holds."""
+
+    files: tuple[str, ...]
+    n_rows: tuple[int, ...]  # per file, rows of the split
+
+    @property
+    def total_rows(self) -> int:
+        """Rows over all files."""
+        return int(sum(self.n_rows))
+
+
+def build_index(files: Sequence[str], split: str = "train") -> PairsIndex:
+    """Count each file's ``split`` rows (reads only the split column)."""
+    counts = []
+    for path in files:
+        values = _read_table(path, ["split"]).column("split").to_numpy(zero_copy_only=False)
+        counts.append(int(np.count_nonzero(values == split)))
+    if not sum(counts):
+        raise ValueError(f"no rows with split={split!r} in {len(files)} pairs files")
+    return PairsIndex(files=tuple(files), n_rows=tuple(counts))
+
+
+def epoch_order(
+    index: PairsIndex, seed: int, epoch: int, shuffle_window_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The block-shuffled row order of one epoch: (file index (N,), row within file (N,))."""
+    rng = np.random.default_rng([seed, epoch])
+    file_ids, row_ids, window_f, window_r = [], [], [], []
+
+    def flush() -> None:
+        if window_f:
+            f, r = np.concatenate(window_f), np.concatenate(window_r)
+            perm = rng.permutation(len(f))
+            file_ids.append(f[perm])
+            row_ids.append(r[perm])
+            window_f.clear()
+            window_r.clear()
+
+    for fi in rng.permutation(len(index.files)):
+        n = index.n_rows[fi]
+        window_f.append(np.full(n, fi, dtype=np.int64))
+        window_r.append(np.arange(n, dtype=np.int64))
+        if sum(len(w) for w in window_f) >= shuffle_window_rows:
+            flush()
+    flush()
+    return np.concatenate(file_ids), np.concatenate(row_ids)
+
+
+class PairsLoader:
+    """This rank's batches of training pairs, epoch by epoch (see the module docstring)."""
+
+    def __init__(
+        self,
+        index: PairsIndex,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle_window_rows: int = 2048,
+        split: str = "train",
+    ) -> None:
+        self.index = index
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle_window_rows = shuffle_window_rows
+        self.split = split
+        if self.batches_per_epoch < 1:
+            raise ValueError(
+                f"{index.total_rows} {split} rows cannot fill one global batch of "
+                f"{batch_size} x {world_size} ranks"
+            )
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Full global batches per epoch (the last partial one is dropped)."""
+        return self.index.total_rows // (self.batch_size * self.world_size)
+
+    def iter_epoch(self, epoch: int, start_batch: int = 0) -> Iterator[PairArrays]:
+        """Yield this rank's batches of ``epoch`` from batch ``start_batch`` on."""
+        files, rows = epoch_order(self.index, self.seed, epoch, self.shuffle_window_rows)
+        global_b = self.batch_size * self.world_size
+        n_batches = self.batches_per_epoch
+        # (n_batches, B) positions of this rank's rows in the epoch order
+        mine = (
+            np.arange(n_batches)[:, None] * global_b
+            + self.rank * self.batch_size
+            + np.arange(self.batch_size)[None, :]
+        )
+        last_use = np.full(len(self.index.files), -1)
+        np.maximum.at(last_use, files[mine].ravel(), np.repeat(np.arange(n_batches), self.batch_size))
+        cache: dict[int, tuple[PairArrays, np.ndarray]] = {}
+        for b in range(start_batch, n_batches):
+            f, r = files[mine[b]], rows[mine[b]]
+            batch: PairArrays | None = None
+            start = 0
+            # Rows are grouped by file inside the batch (the order within a batch does not
+            # matter to the loss); each group is one np.take straight into the output.
+            for fi in np.unique(f):
+                if fi not in cache:
+                    cache[fi] = _read_split(self.index.files[fi], self.split)
+                arrays, split_rows = cache[fi]
+                src = split_rows[r[f == fi]]
+                batch = batch if batch is not None else _empty_batch(self.batch_size, arrays)
+                for c in PAIR_COLUMNS:
+                    out = getattr(batch, c)[start : start + len(src)]
+                    np.take(getattr(arrays, c), src, axis=0, out=out)
+                start += len(src)
+            yield batch
+            for fi in [k for k in cache if last_use[k] <= b]:
+                del cache[fi]

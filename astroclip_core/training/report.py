@@ -1,0 +1,59 @@
+"""The run's history table and loss-curve figure."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pyarrow as pa
+
+from astroclip_core.fsio import atomic_write_bytes, atomic_write_parquet
+
+HISTORY_COLUMNS = (
+    "step",
+    "epoch",
+    "loss",
+    "loss_i2s",
+    "loss_s2i",
+    "accuracy",
+    "logit_scale",
+    "lr",
+    "grad_norm",
+    "pairs_per_s",
+)
+
+
+def history_table(history: list[dict]) -> pa.Table:
+    """Rows of the history (one per logged step) as an Arrow table, ``step`` int64."""
+    columns = {c: [row[c] for row in history] for c in HISTORY_COLUMNS}
+    types = {c: pa.int64() if c == "step" else pa.float64() for c in HISTORY_COLUMNS}
+    return pa.table({c: pa.array(v, type=types[c]) for c, v in columns.items()})
+
+
+def write_history(url: str, history: list[dict]) -> None:
+    """Write ``history.parquet`` atomically."""
+    atomic_write_parquet(url, history_table(history))
+
+
+def write_loss_curve(url: str, history: list[dict], batch_size: int) -> None:
+    """Write ``loss_curve.png``: loss and in-batch accuracy against step (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [row["step"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
+    ax_loss.plot(steps, [row["loss"] for row in history], label="loss")
+    ax_loss.axhline(
+        math.log(batch_size), color="grey", ls="--", lw=1, label=f"chance, log({batch_size})"
+    )
+    ax_loss.set(xlabel="step", ylabel="symmetric InfoNCE", title="training loss")
+    ax_loss.legend()
+    ax_acc.plot(steps, [row["accuracy"] for row in history])
+    ax_acc.set(xlabel="step", ylabel="top-1 in batch", title="in-batch retrieval", ylim=(0, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(url, buf.getvalue())
+

@@ -1,0 +1,255 @@
+"""The training entry point: ``main(TrainConfig) -> TrainResult``.
+
+The same code runs on CPU, on one GPU (bf16 autocast with ``precision='bf16'``) and under
+``torchrun --nproc_per_node N -m astroclip_core.training.train config.json`` with DDP. Rank 0
+writes into ``out_dir``: ``config.json`` at the start, ``checkpoint.pt`` every
+``checkpoint_every`` steps, and at the end ``model.pt``, ``history.parquet`` and
+``loss_curve.png``. With ``resume=True`` a run continues from ``checkpoint.pt`` to the same
+final step; on CPU the resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from astroclip_core.fsio import atomic_write_bytes, read_bytes
+from astroclip_core.model.clip import AstroClipModel, build_model, resolve_model_config
+from astroclip_core.training.augment import batch_generator, train_inputs
+from astroclip_core.training.checkpoint import TrainState, load_checkpoint, save_checkpoint, save_model
+from astroclip_core.training.config import TrainConfig, TrainResult
+from astroclip_core.training.data import PairsLoader, build_index, list_pairs_files
+from astroclip_core.training.distributed import (
+    DistInfo,
+    gather_floats,
+    init_distributed,
+    mean_over_ranks,
+    shutdown_distributed,
+)
+from astroclip_core.training.optim import build_optimizer, build_scheduler
+from astroclip_core.training.report import write_history, write_loss_curve
+
+log = logging.getLogger(__name__)
+
+_LOGGED_TERMS = ("loss", "loss_i2s", "loss_s2i", "accuracy", "logit_scale", "grad_norm")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one run under ``out_dir``."""
+
+    out_dir: str
+
+    def _join(self, name: str) -> str:
+        return f"{self.out_dir.rstrip('/')}/{name}"
+
+    def as_dict(self) -> dict[str, str]:
+        """name -> path of every output."""
+        names = {
+            "model": "model.pt",
+            "config": "config.json",
+            "history": "history.parquet",
+            "loss_curve": "loss_curve.png",
+            "checkpoint": "checkpoint.pt",
+        }
+        return {key: self._join(name) for key, name in names.items()}
+
+
+@dataclass
+class _Run:
+    """The live objects of a run (mutable: they are the training state)."""
+
+    model: AstroClipModel
+    ddp_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    loader: PairsLoader
+    total_steps: int
+    step: int
+    history: list[dict]
+
+
+def main(config: TrainConfig) -> TrainResult:
+    """Train a model as ``config`` says and return what it did (see the module docstring)."""
+    info = init_distributed(config.device)
+    try:
+        return _train(config, info)
+    finally:
+        if info.enabled:
+            shutdown_distributed()
+
+
+def _train(config: TrainConfig, info: DistInfo) -> TrainResult:
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)  # same initial weights on every rank
+    paths = RunPaths(config.out_dir).as_dict()
+    run = _setup(config, info, paths)
+    resumed_from = run.step
+    if info.is_main:
+        atomic_write_bytes(paths["config"], config.to_json().encode())
+    pairs_per_s = _loop(config, info, run, paths)
+    checksum = sum(float(p.detach().double().square().sum()) for p in run.model.parameters())
+    checksums = gather_floats(checksum, info)
+    if info.is_main and run.step == run.total_steps:
+        save_model(paths["model"], run.model, extra={"steps": run.step})
+        write_history(paths["history"], run.history)
+        write_loss_curve(paths["loss_curve"], run.history, config.batch_size * info.world_size)
+    counts = run.model.param_counts()
+    return TrainResult(
+        steps=run.step,
+        final_loss=run.history[-1]["loss"] if run.history else math.nan,
+        pairs_per_s=pairs_per_s,
+        n_params_image=counts.image,
+        n_params_spectrum=counts.spectrum,
+        n_params_heads=counts.heads,
+        n_params_total=counts.total,
+        device=str(info.device),
+        world_size=info.world_size,
+        resumed_from_step=resumed_from,
+        paths=paths,
+        rank_weight_checksums=checksums,
+    )
+
+
+def _setup(config: TrainConfig, info: DistInfo, paths: dict[str, str]) -> _Run:
+    files = list(config.files) if config.files is not None else list_pairs_files(config.pairs_dir)
+    loader = PairsLoader(
+        build_index(files, "train"),
+        batch_size=config.batch_size,
+        seed=config.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        shuffle_window_rows=config.shuffle_window_rows,
+    )
+    if config.steps is not None:
+        total_steps = config.steps
+    else:
+        total_steps = max(1, math.ceil(config.epochs * loader.batches_per_epoch))
+    model = build_model(config.model).to(info.device)
+    optimizer = build_optimizer(model, config.lr, config.weight_decay)
+    scheduler = build_scheduler(optimizer, config.warmup_steps, total_steps, config.min_lr_ratio)
+    run = _Run(model, model, optimizer, scheduler, loader, total_steps, step=0, history=[])
+    state = load_checkpoint(paths["checkpoint"]) if config.resume else None
+    if state is not None:
+        _restore(run, state, config, paths["checkpoint"])
+    if info.enabled:
+        ids = [info.local_rank] if info.device.type == "cuda" else None
+        run.ddp_model = DistributedDataParallel(model, device_ids=ids)
+    return run
+
+
+def _restore(run: _Run, state: TrainState, config: TrainConfig, url: str) -> None:
+    saved_model = state.config["model"]
+    wanted = resolve_model_config(config.model).to_dict()
+    saved = saved_model if isinstance(saved_model, dict) else resolve_model_config(saved_model).to_dict()
+    if json.dumps(saved, sort_keys=True) != json.dumps(wanted, sort_keys=True):
+        raise ValueError(f"{url}: checkpoint was trained with a different model config")
+    if state.step > run.total_steps:
+        raise ValueError(f"{url}: checkpoint is at step {state.step}, past steps={run.total_steps}")
+    run.model.load_state_dict(state.model)
+    run.optimizer.load_state_dict(state.optimizer)
+    run.scheduler.load_state_dict(state.scheduler)
+    torch.set_rng_state(state.torch_rng)
+    if state.cuda_rng is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state.cuda_rng)
+    run.step = state.step
+    run.history = list(state.history)
+    log.info("resumed from %s at step %d", url, state.step)
+
+
+def _state(run: _Run, config: TrainConfig) -> TrainState:
+    return TrainState(
+        step=run.step,
+        model=run.model.state_dict(),
+        optimizer=run.optimizer.state_dict(),
+        scheduler=run.scheduler.state_dict(),
+        torch_rng=torch.get_rng_state(),
+        cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        history=run.history,
+        config=config.to_dict(),
+    )
+
+
+def _batches(run: _Run):
+    # Endless stream of this rank's batches from the current step on, epoch after epoch.
+    epoch, start = divmod(run.step, run.loader.batches_per_epoch)
+    while True:
+        yield from run.loader.iter_epoch(epoch, start)
+        epoch, start = epoch + 1, 0
+
+
+def _loop(config: TrainConfig, info: DistInfo, run: _Run, paths: dict[str, str]) -> float:
+    """Run the remaining steps; return the mean pairs/s (all ranks) of this process's steps."""
+    crop = run.model.config.image.crop_pix
+    autocast = torch.autocast(
+        device_type=info.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"
+    )
+    global_batch = config.batch_size * info.world_size
+    sums = torch.zeros(len(_LOGGED_TERMS), dtype=torch.float64, device=info.device)
+    n_in_interval, t_interval = 0, time.perf_counter()
+    t_start, start_step = t_interval, run.step
+    batches = _batches(run)
+    while run.step < run.total_steps:
+        gen = batch_generator(config.seed, info.rank, run.step)
+        inputs = train_inputs(next(batches), crop, config.augment, gen).to(info.device)
+        with autocast:
+            terms = run.ddp_model(inputs.image_nmgy, inputs.flux, inputs.valid)
+        run.optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+        run.optimizer.step()
+        run.scheduler.step()
+        run.step += 1
+        values = (terms.loss, terms.loss_i2s, terms.loss_s2i, terms.accuracy, terms.logit_scale, grad_norm)
+        sums += torch.stack([v.detach().double() for v in values])
+        n_in_interval += 1
+        if run.step % config.log_every == 0 or run.step == run.total_steps:
+            means = (mean_over_ranks(sums, info) / n_in_interval).tolist()
+            now = time.perf_counter()
+            row = dict(zip(_LOGGED_TERMS, means, strict=True))
+            row.update(
+                step=run.step,
+                epoch=run.step / run.loader.batches_per_epoch,
+                lr=run.scheduler.get_last_lr()[0],
+                pairs_per_s=n_in_interval * global_batch / (now - t_interval),
+            )
+            run.history.append(row)
+            if info.is_main:
+                log.info("step %d/%d loss %.4f acc %.3f %.1f pairs/s", run.step,
+                         run.total_steps, row["loss"], row["accuracy"], row["pairs_per_s"])
+            sums.zero_()
+            n_in_interval, t_interval = 0, now
+        if run.step % config.checkpoint_every == 0 or run.step == run.total_steps:
+            if info.is_main:
+                save_checkpoint(paths["checkpoint"], _state(run, config))
+        if config.stop_after_steps is not None and run.step >= config.stop_after_steps:
+            break
+    steps_done = run.step - start_step
+    return steps_done * global_batch / max(time.perf_counter() - t_start, 1e-9)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m astroclip_core.training.train CONFIG.json`` (also under ``torchrun``)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m astroclip_core.training.train CONFIG.json", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = TrainConfig.from_dict(json.loads(read_bytes(args[0])))
+    result = main(config)
+    print(json.dumps({"steps": result.steps, "final_loss": result.final_loss,
+                      "pairs_per_s": result.pairs_per_s, "world_size": result.world_size,
+                      "rank_weight_checksums": list(result.rank_weight_checksums)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())
