@@ -20,7 +20,7 @@ class SelectionConfig(dg.Config):
     fiberstatus_zero: bool = Field(default=True, description="Require COADD_FIBERSTATUS == 0.")
     primary_column: str = Field(default="ZCAT_PRIMARY", description="Primary flag (one row per TARGETID).")
     z_min: float = Field(default=0.0, description="Minimum redshift (inclusive).")
-    z_max: float = Field(default=1.0, description="Maximum redshift (inclusive).")
+    z_max: float = Field(default=1.0, description="Maximum redshift (exclusive).")
 
 
 @dg.asset(

@@ -1,0 +1,284 @@
+"""Generate the sample sky on disk, in the real DESI and Legacy Surveys layouts.
+
+Under ``root``::
+
+    public/<release>/spectro/redux/<specprod>/...      DESI tree (layout.coadd_path & co.)
+    cfs/cosmo/data/legacysurvey/dr9/<north|south>/sweep/9.0/sweep-*.fits
+    truth/<release>.parquet                            true properties and imaging match
+    samplesky.json                                     the config (read by the server)
+
+The sweeps always cover the union of every configured release's footprint, so generating
+any release writes the same sweep bytes and never changes another release's files.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from astroclip_core.formats._fits import build_records, write_fits_atomic
+from astroclip_core.formats.desi import ZCATALOG_COLUMNS, write_coadd, write_redrock, write_zcatalog
+from astroclip_core.formats.legacysurvey import write_sweep
+from astroclip_core.fsio import atomic_write_bytes, atomic_write_parquet
+from astroclip_core.samplesky.assemble import build_pixel_sky
+from astroclip_core.samplesky.catalogs import (
+    ObservationRows,
+    fiberstatus_of,
+    fibermap_columns,
+    observation_rows,
+    redshift_columns,
+    sweep_columns,
+)
+from astroclip_core.samplesky.config import DecoyRates, ReleaseFootprint, SampleSkyConfig
+from astroclip_core.samplesky.sky import PixelSky
+from astroclip_core.samplesky.spectra import model_spectrum, observe
+from astroclip_core.sources import layout
+
+MANIFEST_NAME = "samplesky.json"
+TILEPIX_COLUMNS = {"HEALPIX": ">i4", "SURVEY": "S7", "PROGRAM": "S6", "TILEID": ">i4"}
+GALAXY_KINDS = ("galaxy", "zwarn", "low_deltachi2", "bad_fiberstatus")
+
+
+@dataclass(frozen=True)
+class ReleaseSummary:
+    """What was written for one release."""
+
+    release: str
+    n_pixels: int
+    n_spectra: int
+    n_targets: int
+    n_clean_galaxies: int
+    n_coadd_files: int
+
+
+@dataclass(frozen=True)
+class GenerationSummary:
+    """Result of :func:`generate`."""
+
+    root: str
+    releases: tuple[ReleaseSummary, ...]
+    n_sweep_sources: int
+    seconds: float
+
+
+def desi_root(root: Path) -> Path:
+    """The folder served at ``/public/``."""
+    return root / layout.SAMPLESKY_DESI_PREFIX
+
+
+def legacysurvey_root(root: Path) -> Path:
+    """The folder served at ``/cfs/cosmo/data/legacysurvey/dr9/``."""
+    return root / layout.SAMPLESKY_LEGACYSURVEY_PREFIX
+
+
+def truth_path(root: Path, release: str) -> Path:
+    """``<root>/truth/<release>.parquet``."""
+    return root / "truth" / f"{release}.parquet"
+
+
+def write_manifest(root: Path, cfg: SampleSkyConfig) -> None:
+    """Write ``samplesky.json`` (the config) so the server knows the seed and the footprint."""
+    text = json.dumps(asdict(cfg), indent=1, sort_keys=True) + "\n"
+    atomic_write_bytes(str(root / MANIFEST_NAME), text.encode())
+
+
+def read_manifest(root: Path) -> SampleSkyConfig:
+    """The config a sample sky under ``root`` was generated with."""
+    path = Path(root) / MANIFEST_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no sample sky here (run `astroclip sample-sky generate`)")
+    raw = json.loads(path.read_text())
+    releases = tuple(
+        ReleaseFootprint(r["name"], tuple(r["pixels"]), r["target_fraction"], tuple(r["surveys"]))
+        for r in raw.pop("releases")
+    )
+    return SampleSkyConfig(releases=releases, decoys=DecoyRates(**raw.pop("decoys")), **raw)
+
+
+def _code(text: str) -> int:
+    return zlib.crc32(text.encode())
+
+
+def write_sweeps(root: Path, cfg: SampleSkyConfig, skies: dict[int, PixelSky]) -> int:
+    """Write every sweep box touched by the sky's sources; return the number of sources."""
+    groups: dict[tuple[str, int, int], list[dict[str, np.ndarray]]] = {}
+    for pixel in sorted(skies):
+        src = skies[pixel].sources
+        photsys = skies[pixel].targets.photsys
+        cols = sweep_columns(cfg.seed, src, photsys)
+        ra0 = (np.floor(src.ra_deg / layout.SWEEP_RA_STEP_DEG) * layout.SWEEP_RA_STEP_DEG).astype(int)
+        dec0 = (np.floor(src.dec_deg / layout.SWEEP_DEC_STEP_DEG) * layout.SWEEP_DEC_STEP_DEG).astype(int)
+        for box in sorted(set(zip(ra0.tolist(), dec0.tolist(), strict=True))):
+            sel = (ra0 == box[0]) & (dec0 == box[1])
+            region = "north" if photsys == "N" else "south"
+            groups.setdefault((region, *box), []).append({k: v[sel] for k, v in cols.items()})
+    total = 0
+    for (region, ra0, dec0), parts in sorted(groups.items()):
+        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        order = np.lexsort((cols["OBJID"], cols["BRICKID"]))
+        ids = cols["BRICKID"].astype(np.int64) << 32 | cols["OBJID"].astype(np.int64)
+        if np.unique(ids).size != ids.size:
+            raise ValueError(f"sweep {region} {ra0} {dec0}: duplicate (BRICKID, OBJID)")
+        path = legacysurvey_root(root) / layout.sweep_path(region, ra0, dec0)
+        write_sweep(path, {k: v[order] for k, v in cols.items()})
+        total += ids.size
+    return total
+
+
+def _file_rng(cfg: SampleSkyConfig, release: str, survey: str, program: str, hpix: int) -> np.random.Generator:
+    seq = np.random.SeedSequence([cfg.seed, _code(release), _code(survey), _code(program), hpix])
+    return np.random.default_rng(seq)
+
+
+def _write_pixel_files(
+    root: Path, cfg: SampleSkyConfig, fp: ReleaseFootprint, sky: PixelSky, rows: ObservationRows
+) -> tuple[list[dict[str, np.ndarray]], list[tuple[int, str, str]]]:
+    """Write the coadd + redrock files of one nside-16 pixel; return zcatalog parts and groups."""
+    targets = sky.targets
+    models: dict[int, dict[str, np.ndarray]] = {}
+    zparts, groups = [], []
+    keys = sorted(set(zip(rows.healpix64.tolist(), rows.survey.tolist(), rows.program.tolist(), strict=True)))
+    for hpix, survey, program in keys:
+        sel = np.flatnonzero((rows.healpix64 == hpix) & (rows.survey == survey) & (rows.program == program))
+        sel = sel[np.argsort(targets.targetid[rows.target[sel]], kind="stable")]
+        idx = rows.target[sel]
+        rng = _file_rng(cfg, fp.name, survey, program, hpix)
+        for i in idx.tolist():
+            if i not in models:
+                models[i] = model_spectrum(targets, i)
+        obs = observe([models[i] for i in idx.tolist()], rng, rows.exptime_s[sel], program == "bright")
+        fibermap = fibermap_columns(cfg.seed, targets, rows, sel, fiberstatus_of(rng, targets, idx))
+        redshifts = redshift_columns(rng, targets, idx)
+        header = {"SURVEY": survey, "PROGRAM": program, "HPXPIXEL": hpix, "SPECPROD": fp.release.specprod}
+        write_coadd(
+            desi_root(root) / layout.coadd_path(fp.release, survey, program, hpix),
+            fibermap, obs.flux, obs.ivar, obs.mask, header=header,
+        )
+        write_redrock(
+            desi_root(root) / layout.redrock_path(fp.release, survey, program, hpix),
+            redshifts, fibermap, header=header,
+        )
+        merged = {**fibermap, **redshifts}
+        merged.update(
+            SURVEY=np.full(idx.size, survey), PROGRAM=np.full(idx.size, program),
+            HEALPIX=np.full(idx.size, hpix, dtype=np.int32),
+            SV_NSPEC=rows.sv_nspec[sel], SV_PRIMARY=rows.sv_primary[sel],
+            ZCAT_NSPEC=rows.zcat_nspec[sel], ZCAT_PRIMARY=rows.zcat_primary[sel],
+        )
+        zparts.append({k: np.asarray(merged[k]) for k in ZCATALOG_COLUMNS})
+        groups.append((hpix, survey, program))
+    return zparts, groups
+
+
+def _truth_part(sky: PixelSky, observed: np.ndarray) -> dict[str, np.ndarray]:
+    t, src = sky.targets, sky.sources
+    s = t.source[observed]
+    has = s >= 0
+    si = np.where(has, s, 0)
+    galaxy_like = np.isin(t.kind[observed], GALAXY_KINDS)
+    return {
+        "targetid": t.targetid[observed],
+        "healpix": np.full(observed.size, sky.pixel, dtype=np.int32),
+        "kind": t.kind[observed],
+        "is_galaxy": galaxy_like,
+        "is_clean_galaxy": t.kind[observed] == "galaxy",
+        "tracer": t.tracer[observed],
+        "z": t.z[observed],
+        "log_mstar": t.log_mstar[observed],
+        "metallicity": t.metallicity[observed],
+        "log_ssfr": t.log_ssfr[observed],
+        "colour_class": np.where(galaxy_like, np.where(t.is_red[observed], "red", "blue"), None),
+        "target_ra": t.ra_deg[observed],
+        "target_dec": t.dec_deg[observed],
+        "morphtype": t.morphtype[observed],
+        "sersic_n": t.sersic_n[observed],
+        "shape_r_arcsec": t.shape_r_arcsec[observed],
+        "flux_g": t.flux_nmgy[observed, 0],
+        "flux_r": t.flux_nmgy[observed, 1],
+        "flux_z": t.flux_nmgy[observed, 2],
+        "fibre_fraction": t.fibre_fraction[observed],
+        "has_match": has,
+        "ls_release": np.where(has, src.ls_release[si], 0),
+        "brickid": np.where(has, src.brickid[si], 0),
+        "objid": np.where(has, src.objid[si], 0),
+        "ls_ra": np.where(has, src.ra_deg[si], np.nan),
+        "ls_dec": np.where(has, src.dec_deg[si], np.nan),
+    }
+
+
+def _truth_table(parts: list[dict[str, np.ndarray]]) -> pa.Table:
+    """Arrow truth table; properties that do not apply (and absent matches) are null."""
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    has = cols.pop("has_match")
+    arrays: dict[str, pa.Array] = {}
+    for name, values in cols.items():
+        if name in ("ls_release", "brickid", "objid", "ls_ra", "ls_dec"):
+            arrays[name] = pa.array(values, mask=~has)
+        elif values.dtype.kind == "f":
+            arrays[name] = pa.array(values, mask=np.isnan(values))
+        elif values.dtype.kind in "UO":
+            arrays[name] = pa.array(values.tolist(), type=pa.string())
+        else:
+            arrays[name] = pa.array(values)
+    return pa.table(arrays)
+
+
+def write_release(root: Path, cfg: SampleSkyConfig, fp: ReleaseFootprint, skies: dict[int, PixelSky]) -> ReleaseSummary:
+    """Write one release: coadds, redrock files, zcatalog, tilepix and truth."""
+    zparts, groups, truth = [], [], []
+    for pixel in sorted(fp.pixels):
+        sky = skies[pixel]
+        rows = observation_rows(cfg, fp, sky.targets, pixel)
+        parts, g = _write_pixel_files(root, cfg, fp, sky, rows)
+        zparts += parts
+        groups += g
+        truth.append(_truth_part(sky, np.unique(rows.target)))
+    zcat = {k: np.concatenate([p[k] for p in zparts]) for k in ZCATALOG_COLUMNS}
+    write_zcatalog(desi_root(root) / layout.zcatalog_path(fp.release), zcat, header={"SPECPROD": fp.release.specprod})
+    _write_tilepix(root, fp, groups)
+    table = _truth_table(truth)
+    atomic_write_parquet(str(truth_path(root, fp.name)), table)
+    return ReleaseSummary(
+        release=fp.name,
+        n_pixels=len(fp.pixels),
+        n_spectra=int(zcat["TARGETID"].size),
+        n_targets=int(table.num_rows),
+        n_clean_galaxies=int(np.sum(table["is_clean_galaxy"].to_numpy())),
+        n_coadd_files=len(groups),
+    )
+
+
+def _write_tilepix(root: Path, fp: ReleaseFootprint, groups: list[tuple[int, str, str]]) -> None:
+    """``healpix/tilepix.fits``: one row per (pixel, survey, program, tile)."""
+    rows = [
+        (hpix, survey, program, 80000 + _code(f"{survey}{program}{hpix // 4}{k}") % 20000)
+        for hpix, survey, program in sorted(groups)
+        for k in range(1 + _code(f"{hpix}{survey}") % 2)
+    ]
+    cols = {name: np.array([r[i] for r in rows]) for i, name in enumerate(TILEPIX_COLUMNS)}
+    rec = build_records("tilepix", cols, TILEPIX_COLUMNS)
+
+    def build(fits: object) -> None:
+        fits.write(None)  # type: ignore[attr-defined]
+        fits.write_table(rec, extname="TILEPIX")  # type: ignore[attr-defined]
+
+    write_fits_atomic(desi_root(root) / layout.tilepix_path(fp.release), build)
+
+
+def generate(root: Path | str, cfg: SampleSkyConfig, releases: list[str] | None = None) -> GenerationSummary:
+    """Generate ``releases`` (default: all in ``cfg``) of the sample sky under ``root``."""
+    start = time.perf_counter()
+    root = Path(root)
+    names = releases if releases is not None else [r.name for r in cfg.releases]
+    footprints = [cfg.footprint(name) for name in names]
+    skies = {pixel: build_pixel_sky(cfg, pixel) for pixel in cfg.union_pixels()}
+    n_sources = write_sweeps(root, cfg, skies)
+    summaries = tuple(write_release(root, cfg, fp, skies) for fp in footprints)
+    write_manifest(root, cfg)
+    return GenerationSummary(str(root), summaries, n_sources, time.perf_counter() - start)
