@@ -31,12 +31,14 @@ def smooth(flux: np.ndarray, ivar: np.ndarray, width_pix: int = 9) -> np.ndarray
         return np.where(den > 0, num / den, np.nan)
 
 
-def pairs_figure(images: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: np.ndarray,
-                 targetid: np.ndarray) -> plt.Figure:
+def pairs_figure(
+    images: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: np.ndarray, targetid: np.ndarray
+) -> plt.Figure:
     """A figure with one row per pair: RGB cutout beside its smoothed spectrum."""
     n = len(images)
-    fig, axes = plt.subplots(n, 2, figsize=(11, 1.9 * n), gridspec_kw={"width_ratios": [1, 4]},
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        n, 2, figsize=(11, 1.9 * n), gridspec_kw={"width_ratios": [1, 4]}, squeeze=False
+    )
     for i in range(n):
         axes[i, 0].imshow(rgb_image(images[i]), origin="lower")
         axes[i, 0].set_axis_off()

@@ -10,12 +10,19 @@ its partner ranking first is the point of a cross-modal search.
 Two implementations honour the contract:
 
 - ``exact``: chunked numpy matmul over all rows (:func:`top_k_inner_product`), for any size.
-- ``faiss``: a faiss HNSW graph index on inner product (approximate, with a generous
-  ``efSearch``), built lazily on the first query of each bank modality and reused after.
-  Building costs a few seconds per 100k rows, so it pays off over repeated queries.
+- ``faiss``: a faiss inverted-file index (``IndexIVFFlat`` on inner product, about 4·sqrt(N)
+  k-means cells, probing 1/8 of them per query), built on the first query of each bank
+  modality and reused after. It is approximate: nearest neighbours in cells that are not
+  probed are missed. Tables so small that the cell count drops to the probe count are
+  searched exhaustively, i.e. exactly.
 
-``method="auto"`` picks ``faiss`` when the table has at least :data:`INDEX_THRESHOLD_ROWS` rows
-(200k) and ``faiss`` (the ``faiss-cpu`` package) is importable, else ``exact``.
+``method="auto"`` picks ``faiss`` from :data:`INDEX_THRESHOLD_ROWS` rows (1,000,000) when
+``faiss`` (the ``faiss-cpu`` package) is importable, else ``exact``. Measured on the 2-core dev
+machine with 200k 128-d rows: exact search ~0.014-0.03 s per query; the IVF index builds in
+7-20 s and answers in ~1 ms, with recall@10 against exact of 1.0 on the structured synthetic
+embeddings and ~0.65 on isotropic random vectors (its worst case). An HNSW graph took ~260 s to
+build. Below about a million rows the exact path is therefore faster for one-off queries and
+always right.
 """
 
 from __future__ import annotations
@@ -33,10 +40,11 @@ import pyarrow.dataset as pads
 from astroclip_core import fsio
 from astroclip_core.evaluation.knn import l2_normalise, top_k_inner_product
 
-INDEX_THRESHOLD_ROWS = 200_000
-HNSW_NEIGHBOURS = 32  # graph degree M
-HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH_MIN = 128
+INDEX_THRESHOLD_ROWS = 1_000_000
+IVF_CELLS_PER_SQRT_N = 4  # nlist = 4 sqrt(N), a common faiss rule of thumb
+IVF_MIN_POINTS_PER_CELL = 39  # faiss warns below this many training points per centroid
+IVF_TRAIN_POINTS_PER_CELL = 64  # k-means trains on a random subset of this many per cell
+IVF_PROBE_FRACTION = 1 / 8
 MODALITIES: dict[str, str] = {"image": "image_embedding", "spectrum": "spectrum_embedding"}
 META_COLUMNS = ("targetid", "ra", "dec", "z")
 Method = Literal["auto", "exact", "faiss"]
@@ -104,7 +112,7 @@ class EmbeddingIndex:
             big = table.num_rows >= INDEX_THRESHOLD_ROWS
             method = "faiss" if big and faiss_available() else "exact"
         self.method: Literal["exact", "faiss"] = method
-        self._faiss: dict[str, object] = {}  # modality -> built faiss index
+        self._faiss: dict[str, tuple[object, object]] = {}  # modality -> (index, quantiser)
 
     @classmethod
     def from_table(cls, source: pa.Table | str, method: Method = "auto") -> EmbeddingIndex:
@@ -130,14 +138,20 @@ class EmbeddingIndex:
         if modality not in self._faiss:
             import faiss
 
-            vectors = self._modality(modality)
-            index = faiss.IndexHNSWFlat(
-                vectors.shape[1], HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT
-            )
-            index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-            index.add(np.ascontiguousarray(vectors))
-            self._faiss[modality] = index
-        return self._faiss[modality]
+            vectors = np.ascontiguousarray(self._modality(modality))  # (N, D) unit rows
+            n, dim = vectors.shape
+            n_cells = int(min(IVF_CELLS_PER_SQRT_N * np.sqrt(n), n // IVF_MIN_POINTS_PER_CELL))
+            n_cells = max(n_cells, 1)
+            quantiser = faiss.IndexFlatIP(dim)
+            index = faiss.IndexIVFFlat(quantiser, dim, n_cells, faiss.METRIC_INNER_PRODUCT)
+            n_train = min(n, IVF_TRAIN_POINTS_PER_CELL * n_cells)
+            sample = np.random.default_rng(0).choice(n, n_train, replace=False)
+            index.train(vectors[np.sort(sample)])
+            index.add(vectors)
+            # at least 8 cells (all of them for a small table), else 1/8 of them
+            index.nprobe = max(min(n_cells, 8), int(np.ceil(n_cells * IVF_PROBE_FRACTION)))
+            self._faiss[modality] = (index, quantiser)  # the index does not own its quantiser
+        return self._faiss[modality][0]
 
     def _search(self, queries: np.ndarray, k: int, modality: str) -> tuple[np.ndarray, np.ndarray]:
         """Rows (Q, k) and cosine similarities (Q, k) of the k best bank rows, best first."""
@@ -146,10 +160,11 @@ class EmbeddingIndex:
         if self.method == "exact":
             return top_k_inner_product(queries, bank, k)
         index = self._faiss_index(modality)
-        index.hnsw.efSearch = max(HNSW_EF_SEARCH_MIN, 4 * k)
         sim, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
         if (rows < 0).any():
-            raise RuntimeError(f"faiss returned fewer than k={k} neighbours")
+            raise RuntimeError(
+                f"faiss found fewer than k={k} neighbours in the probed cells; use method='exact'"
+            )
         return rows.astype(np.int64), sim
 
     def _result(self, rows: np.ndarray, sim: np.ndarray) -> pa.Table:
@@ -230,7 +245,7 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         "--method",
         choices=("auto", "exact", "faiss"),
         default="auto",
-        help=f"auto: faiss HNSW from {INDEX_THRESHOLD_ROWS} rows when installed, else exact",
+        help=f"auto: faiss IVF index from {INDEX_THRESHOLD_ROWS} rows when installed, else exact",
     )
     parser.add_argument("--png", help="also write a PNG of the query and its neighbours")
     parser.add_argument(

@@ -18,7 +18,9 @@ class SelectionConfig(dg.Config):
     deltachi2_min: float = Field(default=25.0, description="Minimum DELTACHI2 (exclusive).")
     objtype: str = Field(default="TGT", description="Required OBJTYPE.")
     fiberstatus_zero: bool = Field(default=True, description="Require COADD_FIBERSTATUS == 0.")
-    primary_column: str = Field(default="ZCAT_PRIMARY", description="Primary flag (one row per TARGETID).")
+    primary_column: str = Field(
+        default="ZCAT_PRIMARY", description="Primary flag (one row per TARGETID)."
+    )
     z_min: float = Field(default=0.0, description="Minimum redshift (inclusive).")
     z_max: float = Field(default=1.0, description="Maximum redshift (exclusive).")
 
@@ -47,7 +49,9 @@ def release_catalog(
     new_keys = [k for k in keys if k not in known]
     if new_keys:
         context.instance.add_dynamic_partitions(sky_partitions.name, new_keys)
-    context.log.info(f"selected {result.n_selected} galaxies in {len(keys)} partitions ({len(new_keys)} new)")
+    context.log.info(
+        f"selected {result.n_selected} galaxies in {len(keys)} partitions ({len(new_keys)} new)"
+    )
     return dg.MaterializeResult(
         metadata={
             "n_input": result.report.n_input,
@@ -55,7 +59,11 @@ def release_catalog(
             "selection_cuts": table_md(["cut", "rows removed"], result.report.cuts),
             "partitions": dg.MetadataValue.json({"keys": keys, "new": new_keys}),
             "galaxies_per_partition": table_md(
-                ["partition", "galaxies"], [(partition_key(source.release.name, p), n) for p, n in result.counts_per_pixel.items()]
+                ["partition", "galaxies"],
+                [
+                    (partition_key(source.release.name, p), n)
+                    for p, n in result.counts_per_pixel.items()
+                ],
             ),
             "path": dg.MetadataValue.path(result.path),
         }

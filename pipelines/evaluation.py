@@ -25,8 +25,12 @@ HEADLINE_KEYS = (
     description="Zero-shot k-NN regression (redshift and, on the sample sky, true properties), "
     "cross-modal retrieval and figures; writes reports/<release>/<model>/evaluation.json.",
 )
-def evaluation(context: dg.AssetExecutionContext, storage: StorageResource,
-               desi: DesiSourceResource, sample_sky: SampleSkyResource) -> dg.MaterializeResult:
+def evaluation(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    desi: DesiSourceResource,
+    sample_sky: SampleSkyResource,
+) -> dg.MaterializeResult:
     release = context.partition_key
     layout = storage.layout()
     ref = current_model(layout, release)

@@ -8,7 +8,8 @@ import dagster as dg
 from pydantic import Field
 
 from astroclip_core.ingest import cutouts as cutouts_lib
-from astroclip_core.ingest import imaging, match, spectra as spectra_lib
+from astroclip_core.ingest import imaging, match
+from astroclip_core.ingest import spectra as spectra_lib
 from astroclip_core.ingest.pairs import PAIRS_CHECKS, assemble_pairs
 from astroclip_core.tables.schemas import PAIRS_SCHEMA
 from pipelines.metadata import png_md, schema_md, table_md
@@ -38,8 +39,12 @@ def spectra(
     desi: DesiSourceResource,
 ) -> dg.MaterializeResult:
     release, pixel = release_and_pixel(context)
-    result = spectra_lib.fetch_partition_spectra(desi.source(release, sample_sky), storage.layout(), pixel)
-    context.log.info(f"downloaded {result.n_files} coadd files, {result.n_spectra} spectra")
+    result = spectra_lib.fetch_partition_spectra(
+        desi.source(release, sample_sky), storage.layout(), pixel
+    )
+    context.log.info(
+        f"downloaded {result.extra['coadd_files']} coadd files, {result.n_rows} spectra"
+    )
     return dg.MaterializeResult(metadata=result.metadata())
 
 
@@ -67,7 +72,9 @@ def imaging_sources(
     result = imaging.fetch_partition_sources(
         legacysurvey.source(sample_sky), storage.layout(), release, pixel, config.margin_arcsec
     )
-    context.log.info(f"read {result.n_sources} imaging sources from {result.n_files} sweep files")
+    context.log.info(
+        f"kept {result.n_rows} imaging sources from {result.extra['sweep_files']} sweeps"
+    )
     return dg.MaterializeResult(metadata=result.metadata())
 
 
@@ -129,8 +136,10 @@ def cutouts(
     deps=[crossmatch, cutouts, spectra, _CATALOG_DEP],
     group_name="ingest",
     kinds={"parquet"},
-    check_specs=[dg.AssetCheckSpec(name, asset="pairs", blocking=True, description=desc)
-                 for name, desc in PAIRS_CHECKS.items()],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="pairs", blocking=True, description=desc)
+        for name, desc in PAIRS_CHECKS.items()
+    ],
     description="Writes one Parquet file per pixel with the matched image-spectrum pairs "
     "(pairs/<release>/healpix=<pix>/part-0.parquet), atomically; re-running replaces it.",
 )
@@ -142,8 +151,11 @@ def pairs(context: dg.AssetExecutionContext, storage: StorageResource):
     md["schema"] = schema_md(PAIRS_SCHEMA)
     if result.preview_png:
         md["sample_pairs"] = png_md(result.preview_png, "sample pairs")
-    md["checks"] = table_md(["check", "passed", "detail"], [(c.name, c.passed, c.detail) for c in result.checks])
+    md["checks"] = table_md(
+        ["check", "passed", "detail"], [(c.name, c.passed, c.detail) for c in result.checks]
+    )
     yield dg.MaterializeResult(metadata=md)
     for c in result.checks:
-        yield dg.AssetCheckResult(check_name=c.name, passed=c.passed, asset_key="pairs",
-                                  metadata={"detail": c.detail})
+        yield dg.AssetCheckResult(
+            check_name=c.name, passed=c.passed, asset_key="pairs", metadata={"detail": c.detail}
+        )

@@ -49,8 +49,10 @@ def hf_dataset(
         metadata={
             "path": dg.MetadataValue.path(info.out_dir),
             "rows": info.num_examples,
-            "splits": table_md(["split", "rows", "shards", "parquet bytes"],
-                               [(s.name, s.num_examples, s.num_shards, s.parquet_bytes) for s in info.splits]),
+            "splits": table_md(
+                ["split", "rows", "shards", "parquet bytes"],
+                [(s.name, s.num_examples, s.num_shards, s.parquet_bytes) for s in info.splits],
+            ),
             "download_size_bytes": info.download_size_bytes,
             "pushed": push.pushed,
             "push_detail": push.reason,

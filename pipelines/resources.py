@@ -34,9 +34,13 @@ class StorageResource(dg.ConfigurableResource):
 class SampleSkyResource(dg.ConfigurableResource):
     """The embedded synthetic survey: generated on first use, served on 127.0.0.1 during a step."""
 
-    root: str = Field(default="", description="Sample-sky folder; empty = <repo>/storage/samplesky.")
+    root: str = Field(
+        default="", description="Sample-sky folder; empty = <repo>/storage/samplesky."
+    )
     seed: int = Field(default=20241, description="Generator seed.")
-    size: str = Field(default="default", description="Generator size preset: tiny, small or default.")
+    size: str = Field(
+        default="default", description="Generator size preset: tiny, small or default."
+    )
     releases: list[str] = Field(
         default=["edr"], description="Releases generated (published) if missing when a step starts."
     )
@@ -90,12 +94,16 @@ class DesiSourceResource(dg.ConfigurableResource):
     """Where DESI spectra come from: release, production and public root URL."""
 
     release: str = Field(default="edr", description="Default release name (edr, dr1, ...).")
-    specprod: str = Field(default="", description="Spectroscopic production; empty = the release's known one.")
+    specprod: str = Field(
+        default="", description="Spectroscopic production; empty = the release's known one."
+    )
     root_url: str = Field(
         default="",
         description="Public root (https://data.desi.lbl.gov/public/ or s3://desidata/); empty = sample sky.",
     )
-    s3_endpoint_url: str = Field(default="", description="S3 endpoint for s3:// roots (empty = AWS).")
+    s3_endpoint_url: str = Field(
+        default="", description="S3 endpoint for s3:// roots (empty = AWS)."
+    )
 
     def release_for(self, name: str) -> Release:
         """The Release called ``name``, with this resource's specprod override for its default release."""
@@ -108,14 +116,19 @@ class DesiSourceResource(dg.ConfigurableResource):
         from astroclip_core.sources.desi import DesiSource
 
         root = self.root_url or sample_sky.server.desi_root_url
-        return DesiSource(release=self.release_for(name), root_url=root,
-                          s3_endpoint_url=self.s3_endpoint_url or None)
+        return DesiSource(
+            release=self.release_for(name),
+            root_url=root,
+            s3_endpoint_url=self.s3_endpoint_url or None,
+        )
 
 
 class LegacySurveySourceResource(dg.ConfigurableResource):
     """Where DR9 imaging comes from: sweep root and cutout service with its query parameters."""
 
-    sweep_root_url: str = Field(default="", description="DR9 root (…/legacysurvey/dr9/); empty = sample sky.")
+    sweep_root_url: str = Field(
+        default="", description="DR9 root (…/legacysurvey/dr9/); empty = sample sky."
+    )
     cutout_url: str = Field(default="", description="fits-cutout endpoint; empty = sample sky.")
     layer: str = Field(default="ls-dr9", description="Cutout layer.")
     pixscale_arcsec: float = Field(default=0.262, description="Cutout pixel scale (arcsec/pixel).")

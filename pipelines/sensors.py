@@ -40,14 +40,18 @@ def plan_release_runs(instance: dg.DagsterInstance, released: list[str]) -> dg.S
     done = instance.get_materialized_partitions(dg.AssetKey("pairs"))
     todo = [k for k in pixel_keys if k not in done]
     requests += [
-        dg.RunRequest(run_key=f"ingest-{k}", partition_key=k, job_name=ingest_job.name) for k in todo
+        dg.RunRequest(run_key=f"ingest-{k}", partition_key=k, job_name=ingest_job.name)
+        for k in todo
     ]
     published = instance.get_materialized_partitions(dg.AssetKey("hf_dataset"))
     for release in sorted(known):
         keys = [k for k in pixel_keys if parse_partition_key(k)[0] == release]
         if keys and release not in published and all(k in done for k in keys):
-            requests.append(dg.RunRequest(run_key=f"publish-{release}", partition_key=release,
-                                          job_name=publish_job.name))
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"publish-{release}", partition_key=release, job_name=publish_job.name
+                )
+            )
     adds = [releases_partitions.build_add_request(new_releases)] if new_releases else []
     return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=adds)
 
@@ -89,4 +93,7 @@ def daily_release_recheck(context: dg.ScheduleEvaluationContext) -> list[dg.RunR
 def weekly_retrain(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
     day = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
     published = context.instance.get_materialized_partitions(dg.AssetKey("hf_dataset"))
-    return [dg.RunRequest(run_key=f"retrain-{r}-{day:%Y%m%d}", partition_key=r) for r in sorted(published)]
+    return [
+        dg.RunRequest(run_key=f"retrain-{r}-{day:%Y%m%d}", partition_key=r)
+        for r in sorted(published)
+    ]

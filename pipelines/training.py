@@ -6,7 +6,12 @@ from pydantic import Field
 from astroclip_core import fsio
 from astroclip_core.training.steps import embed_partition, train_release
 from pipelines.metadata import png_md
-from pipelines.partitions import from_release, release_and_pixel, releases_partitions, sky_partitions
+from pipelines.partitions import (
+    from_release,
+    release_and_pixel,
+    releases_partitions,
+    sky_partitions,
+)
 from pipelines.resources import StorageResource
 
 
@@ -21,8 +26,11 @@ class TrainingConfig(dg.Config):
     device: str = Field(default="auto", description="cpu, cuda or auto.")
     precision: str = Field(default="fp32", description="fp32, or bf16 autocast on GPU.")
     seed: int = Field(default=0, description="Seed (a CPU run is reproducible).")
-    fresh: bool = Field(default=False, description="Delete a previous run of the same name first "
-                        "(otherwise an interrupted run resumes from its checkpoint).")
+    fresh: bool = Field(
+        default=False,
+        description="Delete a previous run of the same name first "
+        "(otherwise an interrupted run resumes from its checkpoint).",
+    )
 
 
 @dg.asset(
@@ -33,12 +41,21 @@ class TrainingConfig(dg.Config):
     description="Trains the CLIP-style image-spectrum model on the release's train split; "
     "writes model.pt, config.json, history.parquet and a loss curve under models/<release>/.",
 )
-def contrastive_model(context: dg.AssetExecutionContext, config: TrainingConfig,
-                      storage: StorageResource) -> dg.MaterializeResult:
+def contrastive_model(
+    context: dg.AssetExecutionContext, config: TrainingConfig, storage: StorageResource
+) -> dg.MaterializeResult:
     result, ref = train_release(
-        storage.layout(), context.partition_key, config.preset, config.run, config.fresh,
-        steps=config.steps, batch_size=config.batch_size, lr=config.lr, device=config.device,
-        precision=config.precision, seed=config.seed,
+        storage.layout(),
+        context.partition_key,
+        config.preset,
+        config.run,
+        config.fresh,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        device=config.device,
+        precision=config.precision,
+        seed=config.seed,
     )
     context.log.info(f"trained {ref.name}: {result.steps} steps, {result.pairs_per_s:.0f} pairs/s")
     return dg.MaterializeResult(
@@ -70,5 +87,6 @@ def embeddings(context: dg.AssetExecutionContext, storage: StorageResource) -> d
     release, pixel = release_and_pixel(context)
     url, rows, size = embed_partition(storage.layout(), release, pixel)
     context.log.info(f"wrote {rows} embeddings to {url}")
-    return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(url), "rows": rows,
-                                          "size_bytes": size})
+    return dg.MaterializeResult(
+        metadata={"path": dg.MetadataValue.path(url), "rows": rows, "size_bytes": size}
+    )

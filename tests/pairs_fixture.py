@@ -30,7 +30,7 @@ def _images(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     r2 = (xx**2 + yy**2)[None]  # (1, H, W)
     sigma_pix = 3.0 + 12.0 * (0.6 - z)  # nearer galaxies look bigger
     profile = np.exp(-0.5 * r2 / sigma_pix[:, None, None] ** 2)  # (N, H, W)
-    total_nmgy = 20.0 / (1.0 + 10.0 * z) ** 2
+    total_nmgy = 200.0 / (1.0 + 5.0 * z) ** 2
     colour = np.stack([1.0 - 1.2 * z, np.ones_like(z), 1.0 + 2.0 * z], axis=1)  # g, r, z
     peak = total_nmgy / (2 * np.pi * sigma_pix**2)
     image = peak[:, None, None, None] * colour[:, :, None, None] * profile[:, None]

@@ -164,3 +164,21 @@ def test_search_command_reports_bad_input(
     assert "targetid 99" in capsys.readouterr().err
     assert search_command(_args(targetid=99)) == 2
     assert "--model" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not search.faiss_available(), reason="faiss-cpu not installed")
+def test_faiss_probing_part_of_the_cells_still_finds_the_neighbours() -> None:
+    big = synthetic_embeddings(3000, dim=16, informative=True, seed=8)
+    exact = EmbeddingIndex(big, method="exact")
+    indexed = EmbeddingIndex(big, method="faiss")
+    ids = big.column("targetid").to_pylist()[::300]
+    found = [
+        len(
+            set(exact.query_targetid(t, k=10).column("targetid").to_pylist())
+            & set(indexed.query_targetid(t, k=10).column("targetid").to_pylist())
+        )
+        for t in ids
+    ]
+    probed = indexed._faiss_index("spectrum")
+    assert probed.nprobe < probed.nlist  # really the approximate path
+    assert sum(found) / (10 * len(ids)) >= 0.9

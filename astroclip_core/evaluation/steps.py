@@ -19,8 +19,9 @@ def read_truth(url: str | None) -> pa.Table | None:
     return pads.dataset(path, filesystem=fs, format="parquet").to_table()
 
 
-def evaluate_release(layout: StorageLayout, release: str, model: str,
-                     truth_url: str | None = None, k: int = 64) -> tuple[EvaluationReport, dict[str, str]]:
+def evaluate_release(
+    layout: StorageLayout, release: str, model: str, truth_url: str | None = None, k: int = 64
+) -> tuple[EvaluationReport, dict[str, str]]:
     """Evaluate one model's embeddings of a release; write ``reports/<release>/<model>/``."""
     embeddings = read_embeddings(layout, release, model)
     fs, path = fsio.filesystem(layout.pairs_dir(release))

@@ -11,7 +11,9 @@ from astroclip_core import fsio
 from astroclip_core.storage import StorageLayout
 
 
-def write_interim(layout: StorageLayout, stage: str, release: str, pixel: int, table: pa.Table) -> int:
+def write_interim(
+    layout: StorageLayout, stage: str, release: str, pixel: int, table: pa.Table
+) -> int:
     """Write one stage's table for one partition atomically (replacing); return bytes written."""
     return fsio.atomic_write_parquet(layout.interim_file(stage, release, pixel), table)
 

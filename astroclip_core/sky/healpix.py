@@ -58,7 +58,9 @@ class HealpixPixel:
         lon, lat = _healpix(self.nside).healpix_to_lonlat(self.pixel)
         return float(lon.to_value(u.deg)), float(lat.to_value(u.deg))
 
-    def bounding_boxes_deg(self, margin_arcsec: float = 0.0) -> list[tuple[float, float, float, float]]:
+    def bounding_boxes_deg(
+        self, margin_arcsec: float = 0.0
+    ) -> list[tuple[float, float, float, float]]:
         """RA/Dec rectangles (ra_min, ra_max, dec_min, dec_max) covering the pixel plus a margin.
 
         Edges are sampled (not only corners, since HEALPix edges curve); a box that would wrap

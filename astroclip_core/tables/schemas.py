@@ -85,7 +85,10 @@ def blob_metadata() -> dict[bytes, bytes]:
         "wavelength_step_angstrom": float(WAVELENGTH[1] - WAVELENGTH[0]),
         "n_wavelength": int(WAVELENGTH.size),
     }
-    return {b"astroclip.blobs": json.dumps(meta).encode(), b"astroclip.grid": json.dumps(grid).encode()}
+    return {
+        b"astroclip.blobs": json.dumps(meta).encode(),
+        b"astroclip.grid": json.dumps(grid).encode(),
+    }
 
 
 PAIRS_SCHEMA = pa.schema(PAIRS_FIELDS, metadata=blob_metadata())

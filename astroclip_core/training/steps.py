@@ -26,8 +26,9 @@ class ModelRef:
     model_path: str
 
 
-def train_release(layout: StorageLayout, release: str, preset: str, run: str, fresh: bool,
-                  **train_kwargs: object) -> tuple[TrainResult, ModelRef]:
+def train_release(
+    layout: StorageLayout, release: str, preset: str, run: str, fresh: bool, **train_kwargs: object
+) -> tuple[TrainResult, ModelRef]:
     """Train ``preset`` on the release's pairs into ``models/<release>/<preset>-<run>/``.
 
     An interrupted run resumes from its checkpoint; ``fresh`` deletes the folder first. On
@@ -38,11 +39,15 @@ def train_release(layout: StorageLayout, release: str, preset: str, run: str, fr
     if fresh and fsio.exists(out_dir):
         fs, path = fsio.filesystem(out_dir)
         fs.rm(path, recursive=True)
-    config = TrainConfig(out_dir=out_dir, model=preset, pairs_dir=layout.pairs_dir(release), **train_kwargs)
+    config = TrainConfig(
+        out_dir=out_dir, model=preset, pairs_dir=layout.pairs_dir(release), **train_kwargs
+    )
     result = train_main(config)
     ref = ModelRef(release, name, result.paths["model"])
-    fsio.atomic_write_bytes(layout.current_model(release),
-                            json.dumps({"model": name, "model_path": ref.model_path}).encode())
+    fsio.atomic_write_bytes(
+        layout.current_model(release),
+        json.dumps({"model": name, "model_path": ref.model_path}).encode(),
+    )
     return result, ref
 
 
@@ -50,13 +55,16 @@ def current_model(layout: StorageLayout, release: str) -> ModelRef:
     """The model the release's ``current.json`` names (raises when none was trained)."""
     url = layout.current_model(release)
     if not fsio.exists(url):
-        raise FileNotFoundError(f"{url} does not exist: train a model for release {release!r} first")
+        raise FileNotFoundError(
+            f"{url} does not exist: train a model for release {release!r} first"
+        )
     data = json.loads(fsio.read_bytes(url))
     return ModelRef(release, data["model"], data["model_path"])
 
 
-def embed_partition(layout: StorageLayout, release: str, pixel: int, batch_size: int = 128,
-                    device: str = "cpu") -> tuple[str, int, int]:
+def embed_partition(
+    layout: StorageLayout, release: str, pixel: int, batch_size: int = 128, device: str = "cpu"
+) -> tuple[str, int, int]:
     """Embed every pair of one partition with the current model; (url, rows, bytes)."""
     ref = current_model(layout, release)
     model = load_model(ref.model_path, device=device)

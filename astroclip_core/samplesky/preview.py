@@ -1,0 +1,108 @@
+"""A PNG contact sheet of sample-sky galaxies: each cutout (g, r, z as RGB) beside its spectrum.
+
+The cutout is rendered in-process by the same renderer the server uses; the spectrum is read
+back from the release's coadd file with the project's reader (arms merged), smoothed, with the
+main emission and absorption lines marked at (1+z) times their rest wavelengths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from scipy.ndimage import gaussian_filter1d  # noqa: E402
+
+from astroclip_core.formats.desi import WAVELENGTH, read_coadd, read_zcatalog  # noqa: E402
+from astroclip_core.releases import release_from_name  # noqa: E402
+from astroclip_core.samplesky.cutouts import CutoutRenderer, CutoutRequest  # noqa: E402
+from astroclip_core.samplesky.generate import desi_root, truth_path  # noqa: E402
+from astroclip_core.samplesky.templates import (  # noqa: E402
+    ABSORPTION_LINES_ANGSTROM,
+    EMISSION_LINES_ANGSTROM,
+)
+from astroclip_core.sources import layout  # noqa: E402
+
+STAMP_PIX = 96
+
+
+def rgb_image(image_grz: np.ndarray, q: float = 8.0, stretch: float = 0.4) -> np.ndarray:
+    """(H, W, 3) RGB in [0, 1] of a (3, H, W) g, r, z stamp (Lupton-style asinh stretch)."""
+    scales = np.array([6.0, 3.4, 2.2])[:, None, None]  # z->red, r->green, g->blue balance
+    img = np.clip(image_grz * scales, 0, None)
+    total = img.mean(axis=0) + 1e-12
+    factor = np.arcsinh(q * total / stretch) / (q * total)
+    rgb = np.stack([img[2], img[1], img[0]], axis=-1) * factor[..., None]
+    return np.clip(rgb / max(float(rgb.max()), 1e-12) * 1.3, 0, 1)
+
+
+def _pick(release: str, root: Path, n: int) -> list[dict[str, object]]:
+    """``n`` clean galaxies spread in redshift, with their coadd file."""
+    rel = release_from_name(release)
+    zcat, _ = read_zcatalog(
+        desi_root(root) / layout.zcatalog_path(rel), columns=["TARGETID", "SURVEY", "PROGRAM", "HEALPIX", "Z"]
+    )
+    truth = pq.read_table(truth_path(root, release)).to_pylist()
+    by_id = {row["targetid"]: row for row in truth if row["ls_ra"] is not None}
+    rows = [r for r in zcat.to_pylist() if r["targetid"] in by_id]
+    rows.sort(key=lambda r: r["z"])
+    pick = [rows[int(i)] for i in np.linspace(0, len(rows) - 1, min(n, len(rows)))]
+    return [{**by_id[r["targetid"]], **r, "release": rel} for r in pick]
+
+
+def write_preview(root: Path | str, release: str, out: Path | str, n: int = 16) -> Path:
+    """Write the contact sheet PNG of ``n`` galaxies of ``release``; return its path."""
+    root, out = Path(root), Path(out)
+    renderer = CutoutRenderer(root)
+    galaxies = _pick(release, root, n)
+    if not galaxies:
+        raise ValueError(f"{root}: release {release} has no selected galaxies to preview")
+    ncols = 2
+    nrows = int(np.ceil(len(galaxies) / ncols))
+    fig = plt.figure(figsize=(8.5 * ncols, 2.3 * nrows), dpi=90)
+    grid = fig.add_gridspec(nrows, 2 * ncols, width_ratios=[1, 3.2] * ncols, wspace=0.12, hspace=0.45, top=0.95)
+    for k, gal in enumerate(galaxies):
+        r, c = divmod(k, ncols)
+        _panel(fig, grid, r, c, gal, renderer)
+    fig.suptitle(f"Sample sky {release}: cutouts (g,r,z) and DESI spectra, lines at (1+z)$\\lambda_{{rest}}$", y=0.985)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def _panel(fig: plt.Figure, grid: object, r: int, c: int, gal: dict[str, object], renderer: CutoutRenderer) -> None:
+    req = CutoutRequest(ra_deg=float(gal["ls_ra"]), dec_deg=float(gal["ls_dec"]), size_pix=STAMP_PIX)  # type: ignore[arg-type]
+    ax_img = fig.add_subplot(grid[r, 2 * c])  # type: ignore[index]
+    ax_img.imshow(rgb_image(renderer.render(req)), origin="lower")
+    ax_img.set_xticks([])
+    ax_img.set_yticks([])
+    ax_img.set_title(f"{gal['morphtype']} r$_e$={float(gal['shape_r_arcsec']):.1f}\"", fontsize=8)  # type: ignore[arg-type]
+    rel = gal["release"]
+    path = desi_root(renderer.root) / layout.coadd_path(rel, str(gal["survey"]), str(gal["program"]), int(gal["healpix"]))  # type: ignore[arg-type]
+    spec = read_coadd(path, targetids=[int(gal["targetid"])])  # type: ignore[arg-type]
+    flux = np.asarray(spec["flux"][0].as_py(), dtype=np.float64)
+    ivar = np.asarray(spec["ivar"][0].as_py(), dtype=np.float64)
+    good = ivar > 0
+    smooth = gaussian_filter1d(np.where(good, flux, 0.0), 3) / np.maximum(gaussian_filter1d(good * 1.0, 3), 1e-3)
+    ax = fig.add_subplot(grid[r, 2 * c + 1])  # type: ignore[index]
+    ax.plot(WAVELENGTH, smooth, lw=0.5, color="k")
+    lo, hi = np.percentile(smooth, [1, 99.7])
+    ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.25 * (hi - lo))
+    ax.set_xlim(WAVELENGTH[0], WAVELENGTH[-1])
+    z = float(gal["z"])  # type: ignore[arg-type]
+    for lines, colour in ((EMISSION_LINES_ANGSTROM, "tab:blue"), (ABSORPTION_LINES_ANGSTROM, "tab:red")):
+        for name, lam in lines.items():
+            obs = lam * (1 + z)
+            if WAVELENGTH[0] < obs < WAVELENGTH[-1]:
+                ax.axvline(obs, color=colour, lw=0.6, alpha=0.6)
+                ax.text(obs, hi + 0.18 * (hi - lo), name, fontsize=6, color=colour, ha="center", va="top")
+    ax.tick_params(labelsize=7)
+    ax.text(0.99, 0.04, f"z={z:.3f} {gal['tracer']} {gal['colour_class']}  log M*={float(gal['log_mstar']):.1f}",
+            transform=ax.transAxes, ha="right", fontsize=7)  # type: ignore[arg-type]

@@ -1,0 +1,116 @@
+"""The main job: materialize the whole graph for one release, recording runs in DAGSTER_HOME.
+
+``astroclip run`` calls :func:`run_all`. Each stage is one ``dagster.materialize`` call on the
+instance, per partition, so ``dagster dev`` afterwards shows every asset materialized with its
+metadata. Steps run in this process, one after another (the machine this targets has 2 cores).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from astroclip_core.sky.healpix import parse_partition_key
+from astroclip_core.storage import REPO_ROOT
+from pipelines import catalog, evaluation, ingest, publish, training
+from pipelines.definitions import defs
+from pipelines.partitions import releases_partitions, sky_partitions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the main job materializes and how long it trains."""
+
+    release: str = "edr"
+    train_steps: int = 600
+    preset: str = "tiny"
+    batch_size: int = 64
+    device: str = "auto"
+    skip_training: bool = False
+
+
+@dataclass
+class RunSummary:
+    """Seconds spent per stage and the partitions processed."""
+
+    partitions: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _instance() -> dg.DagsterInstance:
+    os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / "dagster_home"))
+    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    return dg.DagsterInstance.get()
+
+
+def _materialize(
+    instance: dg.DagsterInstance, assets: list, partition_key: str, run_config: dict | None = None
+) -> None:
+    all_assets = list(defs.assets or [])
+    result = dg.materialize(
+        all_assets,
+        selection=assets,
+        partition_key=partition_key,
+        instance=instance,
+        resources=defs.resources,
+        run_config=run_config or {},
+        raise_on_error=True,
+    )
+    if not result.success:
+        raise RuntimeError(f"materializing {assets} for {partition_key} failed")
+
+
+def run_all(options: RunOptions) -> RunSummary:
+    """Materialize catalogue, ingest, dataset, model, embeddings and evaluation for a release."""
+    instance = _instance()
+    summary = RunSummary()
+    release = options.release
+    if not instance.has_dynamic_partition(releases_partitions.name, release):
+        instance.add_dynamic_partitions(releases_partitions.name, [release])
+
+    def stage(name: str, assets: list, keys: list[str], run_config: dict | None = None) -> None:
+        t0 = time.perf_counter()
+        for i, key in enumerate(keys, 1):
+            log.info("%s: %s (%d/%d)", name, key, i, len(keys))
+            _materialize(instance, assets, key, run_config)
+        summary.seconds[name] = round(time.perf_counter() - t0, 1)
+        log.info("%s done in %.1f s", name, summary.seconds[name])
+
+    stage("catalog", [catalog.release_catalog], [release])
+    keys = sorted(
+        k
+        for k in instance.get_dynamic_partitions(sky_partitions.name)
+        if parse_partition_key(k)[0] == release
+    )
+    summary.partitions = keys
+    stage(
+        "ingest",
+        [ingest.spectra, ingest.imaging_sources, ingest.crossmatch, ingest.cutouts, ingest.pairs],
+        keys,
+    )
+    stage("publish", [publish.hf_dataset], [release])
+    if options.skip_training:
+        return summary
+    train_config = {
+        "ops": {
+            "contrastive_model": {
+                "config": {
+                    "preset": options.preset,
+                    "steps": options.train_steps,
+                    "batch_size": options.batch_size,
+                    "device": options.device,
+                    "fresh": True,
+                }
+            }
+        }
+    }
+    stage("train", [training.contrastive_model], [release], train_config)
+    stage("embed", [training.embeddings], keys)
+    stage("evaluate", [evaluation.evaluation], [release])
+    return summary
