@@ -64,12 +64,18 @@ def register_sample_sky(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="action", required=True)
     root_help = f"sample-sky folder (default: {DEFAULT_ROOT})"
 
-    gen = sub.add_parser("generate", help="write the DESI and Legacy Surveys files of the sample sky")
+    gen = sub.add_parser(
+        "generate", help="write the DESI and Legacy Surveys files of the sample sky"
+    )
     gen.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=root_help)
-    gen.add_argument("--release", default="all", choices=["edr", "dr1", "all"], help="release(s) to write")
+    gen.add_argument(
+        "--release", default="all", choices=["edr", "dr1", "all"], help="release(s) to write"
+    )
     gen.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's)")
     gen.add_argument("--size", default="default", choices=sorted(SIZE_PRESETS), help="size preset")
-    gen.add_argument("--galaxies-per-pixel", type=int, default=None, help="target pool per nside-16 pixel")
+    gen.add_argument(
+        "--galaxies-per-pixel", type=int, default=None, help="target pool per nside-16 pixel"
+    )
     gen.set_defaults(func=_sample_sky_generate)
 
     serve = sub.add_parser("serve", help="serve the sample sky on 127.0.0.1 until Ctrl-C")
@@ -91,7 +97,8 @@ BUILTIN_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (re
 def build_parser() -> argparse.ArgumentParser:
     """The ``astroclip`` parser with every built-in and entry-point subcommand."""
     parser = argparse.ArgumentParser(
-        prog="astroclip", description="AstroCLIP-style pipeline for DESI spectra and Legacy Surveys images."
+        prog="astroclip",
+        description="AstroCLIP-style pipeline for DESI spectra and Legacy Surveys images.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in BUILTIN_COMMANDS:

@@ -37,7 +37,7 @@ class SampleSkyResource(dg.ConfigurableResource):
     root: str = Field(
         default="", description="Sample-sky folder; empty = <repo>/storage/samplesky."
     )
-    seed: int = Field(default=20241, description="Generator seed.")
+    seed: int | None = Field(default=None, description="Generator seed (empty = the preset's).")
     size: str = Field(
         default="default", description="Generator size preset: tiny, small or default."
     )

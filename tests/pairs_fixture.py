@@ -1,11 +1,13 @@
 """Synthetic pairs tables for the model and training tests (plain module, imported by tests).
 
-Each fake galaxy has a latent redshift z in [0.05, 0.6] that drives both modalities, so a
-contrastive model can learn to align them:
-- image: a round Gaussian blob whose size, brightness and g-r-z colour depend on z, plus noise;
-- spectrum: a continuum whose slope depends on z, plus emission lines (OII, Hbeta, OIII,
-  Halpha) at their redshifted wavelengths, plus noise with the ivar it records; a few random
-  pixels are masked (mask=1, ivar=0).
+Each fake galaxy has three latents that drive both modalities, so a contrastive model can
+learn to align them (and tell galaxies apart well enough for retrieval): a redshift z in
+[0.05, 0.6], a star-formation activity a in [0, 1] and a size/mass s in [0, 1].
+- image: a round Gaussian blob; size from s and z, brightness from z, g-r-z colour from z
+  and a (bluer when active), plus noise;
+- spectrum: a continuum whose level follows s and slope follows z, plus emission lines (OII,
+  Hbeta, OIII, Halpha) at their redshifted wavelengths with strength from a, plus noise
+  with the ivar it records; a few random pixels are masked (mask=1, ivar=0).
 """
 
 from __future__ import annotations
@@ -17,21 +19,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from astroclip_core.formats.desi import WAVELENGTH
+from astroclip_core.model.config import (
+    HeadConfig,
+    ImageEncoderConfig,
+    LossConfig,
+    ModelConfig,
+    SpectrumEncoderConfig,
+)
 from astroclip_core.tables.schemas import IMAGE_SIZE_PIX, PAIRS_SCHEMA, encode_blob
 from astroclip_core.tables.splits import split_of
 
 LINES_ANGSTROM = (3727.0, 4861.0, 5007.0, 6563.0)
 
 
-def _images(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _images(z: np.ndarray, a: np.ndarray, s: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     # (N, 3, 152, 152) float32 nanomaggies
     n = len(z)
     yy, xx = np.mgrid[:IMAGE_SIZE_PIX, :IMAGE_SIZE_PIX] - (IMAGE_SIZE_PIX - 1) / 2.0
     r2 = (xx**2 + yy**2)[None]  # (1, H, W)
-    sigma_pix = 3.0 + 12.0 * (0.6 - z)  # nearer galaxies look bigger
+    sigma_pix = 2.5 + (4.0 + 10.0 * s) * (0.7 - z)  # bigger when nearer and more massive
     profile = np.exp(-0.5 * r2 / sigma_pix[:, None, None] ** 2)  # (N, H, W)
     total_nmgy = 200.0 / (1.0 + 5.0 * z) ** 2
-    colour = np.stack([1.0 - 1.2 * z, np.ones_like(z), 1.0 + 2.0 * z], axis=1)  # g, r, z
+    # g, r, z relative fluxes: redder with z, bluer when star-forming
+    colour = np.stack([0.4 + 0.8 * a - 0.5 * z, np.ones_like(z), 1.6 - 0.8 * a + 1.5 * z], axis=1)
     peak = total_nmgy / (2 * np.pi * sigma_pix**2)
     image = peak[:, None, None, None] * colour[:, :, None, None] * profile[:, None]
     image += rng.normal(0.0, 0.003, size=(n, 3, IMAGE_SIZE_PIX, IMAGE_SIZE_PIX))
@@ -39,15 +49,15 @@ def _images(z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _spectra(
-    z: np.ndarray, rng: np.random.Generator
+    z: np.ndarray, a: np.ndarray, s: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # flux, ivar (N, 7781) float32 and mask (N, 7781) uint8
     wave = WAVELENGTH[None, :]  # (1, L)
     slope = (1.0 + 3.0 * z)[:, None]
-    flux = 2.0 + slope * (wave - 3600.0) / 6224.0
+    flux = (1.0 + 4.0 * s)[:, None] + slope * (wave - 3600.0) / 6224.0
     for rest in LINES_ANGSTROM:
         centre = rest * (1.0 + z)[:, None]
-        flux = flux + 8.0 * np.exp(-0.5 * ((wave - centre) / 4.0) ** 2)
+        flux = flux + (1.0 + 12.0 * a)[:, None] * np.exp(-0.5 * ((wave - centre) / 4.0) ** 2)
     sigma = 0.3
     flux = flux + rng.normal(0.0, sigma, size=flux.shape)
     ivar = np.full(flux.shape, 1.0 / sigma**2)
@@ -61,8 +71,10 @@ def make_pairs_table(n: int, seed: int = 0, healpix: int = 1000) -> pa.Table:
     rng = np.random.default_rng(seed)
     targetid = (np.int64(seed) << np.int64(32)) + np.arange(n, dtype=np.int64) + 39627000000000
     z = rng.uniform(0.05, 0.6, n)
-    image = _images(z, rng)
-    flux, ivar, mask = _spectra(z, rng)
+    active = rng.uniform(0.0, 1.0, n)
+    size = rng.uniform(0.0, 1.0, n)
+    image = _images(z, active, size, rng)
+    flux, ivar, mask = _spectra(z, active, size, rng)
     ra = rng.uniform(150.0, 151.0, n)
     dec = rng.uniform(2.0, 3.0, n)
     phot = image.sum(axis=(2, 3)).astype(np.float32)  # (N, 3) nanomaggies
@@ -106,3 +118,13 @@ def write_pairs_dir(
         pq.write_table(make_pairs_table(n_per_pixel, seed=seed + i, healpix=pix), path)
         paths.append(str(path))
     return paths
+
+
+def micro_model_config() -> ModelConfig:
+    """A very small model of the same family, for fast loop tests (not a preset)."""
+    return ModelConfig(
+        image=ImageEncoderConfig(width=32, depth=1, n_heads=2, bin_factor=4),  # 36 px, 9 tokens
+        spectrum=SpectrumEncoderConfig(width=32, depth=1, n_heads=2, slice_pix=240, stride_pix=120),
+        head=HeadConfig(embed_dim=32, n_heads=2),
+        loss=LossConfig(learnable=True, init_logit_scale=10.0),
+    )

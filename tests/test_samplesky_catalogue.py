@@ -66,9 +66,18 @@ def test_other_seed_gives_other_sky(tmp_path: Path) -> None:
 def test_selection_removes_every_kind_of_trap(sky_root: Path) -> None:
     for name in ("edr", "dr1"):
         rel = KNOWN_RELEASES[name]
-        table, report = read_zcatalog(desi_root(sky_root) / layout.zcatalog_path(rel), columns=["TARGETID"])
+        table, report = read_zcatalog(
+            desi_root(sky_root) / layout.zcatalog_path(rel), columns=["TARGETID"]
+        )
         removed = dict(report.cuts)
-        for cut in ("ZCAT_PRIMARY", "OBJTYPE==TGT", "COADD_FIBERSTATUS==0", "SPECTYPE==GALAXY", "ZWARN==0", "DELTACHI2>25"):
+        for cut in (
+            "ZCAT_PRIMARY",
+            "OBJTYPE==TGT",
+            "COADD_FIBERSTATUS==0",
+            "SPECTYPE==GALAXY",
+            "ZWARN==0",
+            "DELTACHI2>25",
+        ):
             assert removed[cut] > 0, f"{name}: cut {cut} removed nothing"
         ids = table["targetid"].to_numpy()
         assert np.unique(ids).size == ids.size
@@ -88,10 +97,14 @@ def test_truth_matches_sweeps_with_jitter_and_traps(sky_root: Path) -> None:
     sweeps = [read_sweep(p) for p in sorted(legacysurvey_root(sky_root).rglob("sweep-*.fits"))]
     key = {}
     for t in sweeps:
-        for b, o, ra, dec in zip(*(t[c].to_numpy() for c in ("brickid", "objid", "ra", "dec")), strict=True):
+        for b, o, ra, dec in zip(
+            *(t[c].to_numpy() for c in ("brickid", "objid", "ra", "dec")), strict=True
+        ):
             key[(int(b), int(o))] = (ra, dec)
     matched = [i for i, b in enumerate(truth["brickid"]) if b is not None]
-    unmatched = [i for i, b in enumerate(truth["brickid"]) if b is None and truth["kind"][i] != "sky"]
+    unmatched = [
+        i for i, b in enumerate(truth["brickid"]) if b is None and truth["kind"][i] != "sky"
+    ]
     assert unmatched, "some spectra must have no imaging source"
     ra_t, dec_t = np.array(truth["target_ra"]), np.array(truth["target_dec"])
     ra_s, dec_s = np.array(truth["ls_ra"], dtype=float), np.array(truth["ls_dec"], dtype=float)
@@ -124,10 +137,21 @@ def test_dr1_reobserves_edr_galaxies_with_new_noise(sky_root: Path) -> None:
     assert set(edr["targetid"]) <= set(z_dr1)
     assert all(z_dr1[t] == z for t, z in zip(edr["targetid"], edr["z"], strict=True))
     rel_e, rel_d = KNOWN_RELEASES["edr"], KNOWN_RELEASES["dr1"]
-    zcat, _ = read_zcatalog(desi_root(sky_root) / layout.zcatalog_path(rel_e), columns=["TARGETID", "SURVEY", "PROGRAM", "HEALPIX"])
+    zcat, _ = read_zcatalog(
+        desi_root(sky_root) / layout.zcatalog_path(rel_e),
+        columns=["TARGETID", "SURVEY", "PROGRAM", "HEALPIX"],
+    )
     row = zcat.slice(0, 1).to_pylist()[0]
-    a = read_coadd(desi_root(sky_root) / layout.coadd_path(rel_e, row["survey"], row["program"], row["healpix"]), [row["targetid"]])
-    b = read_coadd(desi_root(sky_root) / layout.coadd_path(rel_d, row["survey"], row["program"], row["healpix"]), [row["targetid"]])
+    a = read_coadd(
+        desi_root(sky_root)
+        / layout.coadd_path(rel_e, row["survey"], row["program"], row["healpix"]),
+        [row["targetid"]],
+    )
+    b = read_coadd(
+        desi_root(sky_root)
+        / layout.coadd_path(rel_d, row["survey"], row["program"], row["healpix"]),
+        [row["targetid"]],
+    )
     fa, fb = np.array(a["flux"][0].as_py()), np.array(b["flux"][0].as_py())
     assert not np.array_equal(fa, fb)
     # Same galaxy: the noise differs, the signal does not (smoothed spectra correlate).
@@ -137,7 +161,9 @@ def test_dr1_reobserves_edr_galaxies_with_new_noise(sky_root: Path) -> None:
 
 def test_coadds_have_masked_pixels_with_zero_ivar(sky_root: Path) -> None:
     rel = KNOWN_RELEASES["edr"]
-    paths = sorted((desi_root(sky_root) / layout.specprod_root(rel) / "healpix").rglob("coadd-*.fits"))
+    paths = sorted(
+        (desi_root(sky_root) / layout.specprod_root(rel) / "healpix").rglob("coadd-*.fits")
+    )
     masks = [read_coadd(p) for p in paths[:20]]
     n_masked = 0
     for table in masks:

@@ -46,7 +46,9 @@ def test_emission_lines_peak_at_redshifted_wavelengths(pixel_sky: PixelSky) -> N
             window = np.abs(wave - obs) < 12.0
             peak = wave[window][np.argmax(flux[window])]
             tolerance = 2.0 + (1.5 * (1 + t.z[i]) if name == "[O II]" else 0.0)
-            assert abs(peak - obs) < tolerance, f"{name} of target {i} at z={t.z[i]:.3f}: {peak} vs {obs}"
+            assert abs(peak - obs) < tolerance, (
+                f"{name} of target {i} at z={t.z[i]:.3f}: {peak} vs {obs}"
+            )
             assert flux[window].max() > np.median(flux[window]), f"{name} is not a peak"
             checked += 1
     assert checked >= 20
@@ -61,12 +63,20 @@ def test_rendered_flux_equals_catalogue_flux(pixel_sky: PixelSky) -> None:
         picked.append(int(cand[0]))
     for i in picked:
         one = SourceShapes(
-            src.ra_deg[[i]], src.dec_deg[[i]], src.morphtype[[i]], src.sersic_n[[i]],
-            src.shape_r_arcsec[[i]], src.e1[[i]], src.e2[[i]], src.flux_nmgy[[i]],
+            src.ra_deg[[i]],
+            src.dec_deg[[i]],
+            src.morphtype[[i]],
+            src.sersic_n[[i]],
+            src.shape_r_arcsec[[i]],
+            src.e1[[i]],
+            src.e2[[i]],
+            src.flux_nmgy[[i]],
         )
         # A stamp of 8 half-light radii (the truncation) plus PSF wings on each side.
         size = int(2 * (8 * src.shape_r_arcsec[i] + 12.0) / 0.262) + 1
-        image = render_sources(one, src.ra_deg[i], src.dec_deg[i], size, 0.262, np.array([1.4, 1.3, 1.2]))
+        image = render_sources(
+            one, src.ra_deg[i], src.dec_deg[i], size, 0.262, np.array([1.4, 1.3, 1.2])
+        )
         np.testing.assert_allclose(image.sum(axis=(1, 2)), src.flux_nmgy[i], rtol=0.02)
 
 
@@ -92,7 +102,9 @@ def test_spectrum_colours_match_catalogue_colours(pixel_sky: PixelSky) -> None:
                 continue
             colour_spec = -2.5 * np.log10(synth[b0] / synth[b1])
             colour_cat = -2.5 * np.log10(t.flux_nmgy[i, b0] / t.flux_nmgy[i, b1])
-            assert abs(colour_spec - colour_cat) < 0.05, f"target {i}: {colour_spec} vs {colour_cat}"
+            assert abs(colour_spec - colour_cat) < 0.05, (
+                f"target {i}: {colour_spec} vs {colour_cat}"
+            )
             checked += 1
     assert checked >= 25
 
@@ -106,7 +118,9 @@ def test_passive_galaxies_are_redder_at_fixed_redshift() -> None:
         red, blue = g_r[sel & gal.is_red], g_r[sel & ~gal.is_red]
         if red.size < 20 or blue.size < 20:
             continue
-        assert np.median(red) > np.median(blue) + 0.2, f"z {lo:.2f}: red {np.median(red)} blue {np.median(blue)}"
+        assert np.median(red) > np.median(blue) + 0.2, (
+            f"z {lo:.2f}: red {np.median(red)} blue {np.median(blue)}"
+        )
         compared += 1
     assert compared >= 4
 

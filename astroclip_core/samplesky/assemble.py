@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from astroclip_core.samplesky.config import SampleSkyConfig
 from astroclip_core.samplesky.ids import (
     RELEASE_NORTH,
     RELEASE_SOUTH,
+    Bricks,
     bricks_of,
     ebv_at,
     encode_targetid,
@@ -64,40 +67,63 @@ def _point_morphology(n: int) -> tuple[np.ndarray, ...]:
     return (np.full(n, "PSF"), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n))
 
 
-def _draw_objects(cfg: SampleSkyConfig, pixel: int, photsys: str) -> dict[str, object]:
+@dataclass(frozen=True)
+class PixelObjects:
+    """Everything drawn for one pixel before positions: targets first, then imaging-only."""
+
+    galaxies: Galaxies
+    decoy_counts: tuple[int, ...]  # per DECOY_GALAXY_KINDS
+    decoys: Galaxies
+    stars: PointSources
+    qsos: PointSources
+    faint: Galaxies
+    field_stars: PointSources
+    n_sky: int
+
+
+def _draw_objects(cfg: SampleSkyConfig, pixel: int, photsys: str) -> PixelObjects:
     n_gal = cfg.galaxies_per_pixel
     rates = cfg.decoys
-    n_decoy = [int(round(getattr(rates, k) * n_gal)) for k in DECOY_GALAXY_KINDS]
-    return {
-        "galaxies": draw_galaxies(pixel_rng(cfg.seed, pixel, STREAM_TARGETS), n_gal, photsys=photsys),
-        "decoy_counts": n_decoy,
-        "decoys": draw_galaxies(pixel_rng(cfg.seed, pixel, STREAM_DECOYS), sum(n_decoy), photsys=photsys),
-        "stars": draw_stars(pixel_rng(cfg.seed, pixel, STREAM_POINT), int(round(rates.star * n_gal)), (16.0, 19.5), photsys),
-        "qsos": draw_qsos(pixel_rng(cfg.seed, pixel, STREAM_POINT + 100), int(round(rates.qso * n_gal)), photsys),
-        "faint": draw_galaxies(
+    n_decoy = tuple(int(round(getattr(rates, k) * n_gal)) for k in DECOY_GALAXY_KINDS)
+    return PixelObjects(
+        galaxies=draw_galaxies(pixel_rng(cfg.seed, pixel, STREAM_TARGETS), n_gal, photsys=photsys),
+        decoy_counts=n_decoy,
+        decoys=draw_galaxies(
+            pixel_rng(cfg.seed, pixel, STREAM_DECOYS), sum(n_decoy), photsys=photsys
+        ),
+        stars=draw_stars(
+            pixel_rng(cfg.seed, pixel, STREAM_POINT),
+            int(round(rates.star * n_gal)),
+            (16.0, 19.5),
+            photsys,
+        ),
+        qsos=draw_qsos(
+            pixel_rng(cfg.seed, pixel, STREAM_POINT + 100), int(round(rates.qso * n_gal)), photsys
+        ),
+        faint=draw_galaxies(
             pixel_rng(cfg.seed, pixel, STREAM_FAINT),
             int(round(cfg.imaging_galaxies_per_target * n_gal)),
             faint=True,
             photsys=photsys,
         ),
-        "field_stars": draw_stars(
-            pixel_rng(cfg.seed, pixel, STREAM_STARS), int(round(cfg.imaging_stars_per_target * n_gal)), (16.0, 22.5), photsys
+        field_stars=draw_stars(
+            pixel_rng(cfg.seed, pixel, STREAM_STARS),
+            int(round(cfg.imaging_stars_per_target * n_gal)),
+            (16.0, 22.5),
+            photsys,
         ),
-        "n_sky": int(round(rates.sky * n_gal)),
-    }
+        n_sky=int(round(rates.sky * n_gal)),
+    )
 
 
 def build_pixel_sky(cfg: SampleSkyConfig, pixel: int) -> PixelSky:
     """Draw the imaging sources and the target pool of one nside-16 pixel."""
     photsys = photsys_of_dec(HealpixPixel(PARTITION_NSIDE, pixel).center_deg()[1])
     obj = _draw_objects(cfg, pixel, photsys)
-    gal, decoys, faint = obj["galaxies"], obj["decoys"], obj["faint"]
-    stars, qsos, field = obj["stars"], obj["qsos"], obj["field_stars"]
-    assert isinstance(gal, Galaxies) and isinstance(decoys, Galaxies) and isinstance(faint, Galaxies)
-    assert isinstance(stars, PointSources) and isinstance(qsos, PointSources)
-    assert isinstance(field, PointSources)
+    gal, decoys, faint = obj.galaxies, obj.decoys, obj.faint
+    stars, qsos, field = obj.stars, obj.qsos, obj.field_stars
     n_gal, n_dec, n_star, n_qso = len(gal), len(decoys), len(stars), len(qsos)
-    n_sky = int(obj["n_sky"])  # type: ignore[arg-type]
+    n_sky = obj.n_sky
     n_src_targets = n_gal + n_dec + n_star + n_qso
     all_gal = _concat_galaxies([gal, decoys, faint])
     g_morph = _morphology(pixel_rng(cfg.seed, pixel, STREAM_MORPH), all_gal)
@@ -106,7 +132,10 @@ def build_pixel_sky(cfg: SampleSkyConfig, pixel: int) -> PixelSky:
     # Source order: target galaxies, decoy galaxies, stars, quasars, faint galaxies, field stars.
     gal_slice = np.r_[np.arange(n_gal + n_dec), n_src_targets + np.arange(len(faint))]
     n_sources = n_src_targets + len(faint) + len(field)
-    point_slice = np.r_[n_gal + n_dec + np.arange(n_star + n_qso), n_src_targets + len(faint) + np.arange(len(field))]
+    point_slice = np.r_[
+        n_gal + n_dec + np.arange(n_star + n_qso),
+        n_src_targets + len(faint) + np.arange(len(field)),
+    ]
     mtype = np.empty(n_sources, dtype="<U3")
     cols = {k: np.zeros(n_sources) for k in ("sersic", "radius", "e1", "e2")}
     mtype[gal_slice], mtype[point_slice] = g_morph[0], p_morph[0]
@@ -120,7 +149,9 @@ def build_pixel_sky(cfg: SampleSkyConfig, pixel: int) -> PixelSky:
     pos_rng = pixel_rng(cfg.seed, pixel, STREAM_POSITIONS)
     t_ra, t_dec = uniform_positions(pos_rng, pixel, n_src_targets + n_sky)
     s_ra, s_dec = np.empty(n_sources), np.empty(n_sources)
-    s_ra[n_src_targets:], s_dec[n_src_targets:] = uniform_positions(pos_rng, pixel, n_sources - n_src_targets)
+    s_ra[n_src_targets:], s_dec[n_src_targets:] = uniform_positions(
+        pos_rng, pixel, n_sources - n_src_targets
+    )
     jitter = pos_rng.uniform(0.1, 0.3, n_src_targets)
     angle = pos_rng.uniform(0, 2 * np.pi, n_src_targets)
 
@@ -140,29 +171,59 @@ def build_pixel_sky(cfg: SampleSkyConfig, pixel: int) -> PixelSky:
     )
     companions = n_src_targets + np.arange(n_pair)  # the first faint galaxies
     s_ra[companions], s_dec[companions] = offset(
-        s_ra[paired], s_dec[paired], trap_rng.uniform(1.2, 2.0, n_pair), trap_rng.uniform(0, 2 * np.pi, n_pair)
+        s_ra[paired],
+        s_dec[paired],
+        trap_rng.uniform(1.2, 2.0, n_pair),
+        trap_rng.uniform(0, 2 * np.pi, n_pair),
     )
 
     bricks = bricks_of(s_ra, s_dec)
     objid = (np.arange(n_sources) + OBJID_PIXEL_STRIDE * (pixel % 64)).astype(np.int32)
-    ls_release = np.full(n_sources, RELEASE_NORTH if photsys == "N" else RELEASE_SOUTH, dtype=np.int16)
+    ls_release = np.full(
+        n_sources, RELEASE_NORTH if photsys == "N" else RELEASE_SOUTH, dtype=np.int16
+    )
     ebv = ebv_at(s_ra, s_dec)
     flux_obs = flux * mw_transmission(ebv, photsys)
     fibre = fibre_fraction(mtype, cols["sersic"], cols["radius"])
     keep = np.ones(n_sources, dtype=bool)
     keep[no_image] = False
     sources = Sources(
-        ra_deg=s_ra[keep], dec_deg=s_dec[keep], morphtype=mtype[keep], sersic_n=cols["sersic"][keep],
-        shape_r_arcsec=cols["radius"][keep], e1=cols["e1"][keep], e2=cols["e2"][keep],
-        flux_nmgy=flux_obs[keep], ls_release=ls_release[keep], brickid=bricks.brickid[keep],
-        brickname=bricks.brickname[keep], objid=objid[keep], ebv=ebv[keep],
+        ra_deg=s_ra[keep],
+        dec_deg=s_dec[keep],
+        morphtype=mtype[keep],
+        sersic_n=cols["sersic"][keep],
+        shape_r_arcsec=cols["radius"][keep],
+        e1=cols["e1"][keep],
+        e2=cols["e2"][keep],
+        flux_nmgy=flux_obs[keep],
+        ls_release=ls_release[keep],
+        brickid=bricks.brickid[keep],
+        brickname=bricks.brickname[keep],
+        objid=objid[keep],
+        ebv=ebv[keep],
         fibre_fraction=fibre[keep],
     )
     new_index = np.cumsum(keep) - 1
     targets = _targets(
-        cfg, pixel, photsys, obj, all_gal, t_ra, t_dec, np.where(keep[:n_src_targets], new_index[:n_src_targets], -1),
-        bricks, objid, ls_release, ebv, flux_obs, n_sky, fibre[:n_src_targets],
-        (mtype[:n_src_targets], *(cols[k][:n_src_targets] for k in ("sersic", "radius", "e1", "e2"))),
+        cfg,
+        pixel,
+        photsys,
+        obj,
+        all_gal,
+        t_ra,
+        t_dec,
+        np.where(keep[:n_src_targets], new_index[:n_src_targets], -1),
+        bricks,
+        objid,
+        ls_release,
+        ebv,
+        flux_obs,
+        n_sky,
+        fibre[:n_src_targets],
+        (
+            mtype[:n_src_targets],
+            *(cols[k][:n_src_targets] for k in ("sersic", "radius", "e1", "e2")),
+        ),
     )
     return PixelSky(pixel=pixel, sources=sources, targets=targets)
 
@@ -171,12 +232,12 @@ def _targets(
     cfg: SampleSkyConfig,
     pixel: int,
     photsys: str,
-    obj: dict[str, object],
+    obj: PixelObjects,
     all_gal: Galaxies,
     t_ra: np.ndarray,
     t_dec: np.ndarray,
     source: np.ndarray,
-    bricks: object,
+    bricks: Bricks,
     objid: np.ndarray,
     ls_release: np.ndarray,
     ebv: np.ndarray,
@@ -186,23 +247,28 @@ def _targets(
     morph: tuple[np.ndarray, ...],
 ) -> Targets:
     """The target pool: the first sources plus sky fibres, with their SED parameters."""
-    stars, qsos = obj["stars"], obj["qsos"]
-    assert isinstance(stars, PointSources) and isinstance(qsos, PointSources)
-    n_dec_each = list(obj["decoy_counts"])  # type: ignore[call-overload]
+    stars, qsos = obj.stars, obj.qsos
+    n_dec_each = obj.decoy_counts
     n_gal = cfg.galaxies_per_pixel
     n_g = n_gal + sum(n_dec_each)
     n_src = n_g + len(stars) + len(qsos)
     n = n_src + n_sky
-    kind = np.concatenate([
-        np.full(n_gal, "galaxy"),
-        *[np.full(c, k) for k, c in zip(DECOY_GALAXY_KINDS, n_dec_each, strict=True)],
-        np.full(len(stars), "star"), np.full(len(qsos), "qso"), np.full(n_sky, "sky"),
-    ]).astype("<U16")
+    kind = np.concatenate(
+        [
+            np.full(n_gal, "galaxy"),
+            *[np.full(c, k) for k, c in zip(DECOY_GALAXY_KINDS, n_dec_each, strict=True)],
+            np.full(len(stars), "star"),
+            np.full(len(qsos), "qso"),
+            np.full(n_sky, "sky"),
+        ]
+    ).astype("<U16")
     pad = np.zeros(n - n_g)
     sky_bricks = bricks_of(t_ra[n_src:], t_dec[n_src:])
-    sky_objid = (SKY_OBJID_OFFSET + np.arange(n_sky) + OBJID_PIXEL_STRIDE * (pixel % 64)).astype(np.int32)
-    brickid = np.r_[bricks.brickid[:n_src], sky_bricks.brickid]  # type: ignore[attr-defined]
-    brickname = np.r_[bricks.brickname[:n_src], sky_bricks.brickname]  # type: ignore[attr-defined]
+    sky_objid = (SKY_OBJID_OFFSET + np.arange(n_sky) + OBJID_PIXEL_STRIDE * (pixel % 64)).astype(
+        np.int32
+    )
+    brickid = np.r_[bricks.brickid[:n_src], sky_bricks.brickid]
+    brickname = np.r_[bricks.brickname[:n_src], sky_bricks.brickname]
     t_objid = np.r_[objid[:n_src], sky_objid]
     t_release = np.r_[ls_release[:n_src], np.zeros(n_sky, dtype=np.int16)]
     targetid = np.r_[
@@ -223,7 +289,9 @@ def _targets(
         brickid=brickid,
         brickname=brickname,
         objid=t_objid,
-        tracer=np.r_[all_gal.tracer[:n_g], np.where(np.arange(n - n_g) < len(stars), "STAR", "QSO")],
+        tracer=np.r_[
+            all_gal.tracer[:n_g], np.where(np.arange(n - n_g) < len(stars), "STAR", "QSO")
+        ],
         z=np.r_[all_gal.z[:n_g], stars.z, qsos.z, np.zeros(n_sky)],
         coeffs=np.r_[all_gal.coeffs[:n_g], np.zeros((n - n_g, 5))],
         sigma_kms=np.r_[all_gal.sigma_kms[:n_g], pad],
@@ -231,7 +299,9 @@ def _targets(
         log_mstar=np.r_[all_gal.log_mstar[:n_g], pad + np.nan],
         metallicity=np.r_[all_gal.metallicity[:n_g], pad + np.nan],
         log_ssfr=np.r_[all_gal.log_ssfr[:n_g], pad + np.nan],
-        temperature_k=np.r_[np.zeros(n_g), stars.temperature_k, qsos.temperature_k, np.zeros(n_sky)],
+        temperature_k=np.r_[
+            np.zeros(n_g), stars.temperature_k, qsos.temperature_k, np.zeros(n_sky)
+        ],
         sed_scale=np.r_[np.zeros(n_g), stars.scale, qsos.scale, np.zeros(n_sky)],
         ebv=np.r_[ebv[:n_src], ebv_at(t_ra[n_src:], t_dec[n_src:])],
         flux_nmgy=np.r_[flux_obs[:n_src], np.zeros((n_sky, 3))],

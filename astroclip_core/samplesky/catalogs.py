@@ -62,8 +62,13 @@ def photometry_columns(
 def sweep_columns(seed: int, sources: Sources, photsys: str) -> dict[str, np.ndarray]:
     """Every SWEEP_COLUMNS column for ``sources``."""
     phot = photometry_columns(
-        seed, sources.flux_nmgy, sources.fibre_fraction, sources.shape_r_arcsec, sources.ebv,
-        sources.brickid, photsys,
+        seed,
+        sources.flux_nmgy,
+        sources.fibre_fraction,
+        sources.shape_r_arcsec,
+        sources.ebv,
+        sources.brickid,
+        photsys,
     )
     return {
         "RELEASE": sources.ls_release,
@@ -106,7 +111,9 @@ def _program(targets: Targets) -> np.ndarray:
     return np.where(bright, "bright", "dark")
 
 
-def _base_survey(cfg: SampleSkyConfig, fp: ReleaseFootprint, targets: Targets, pixel: int) -> np.ndarray:
+def _base_survey(
+    cfg: SampleSkyConfig, fp: ReleaseFootprint, targets: Targets, pixel: int
+) -> np.ndarray:
     """The survey each target is observed in by ``fp``, inherited from earlier releases."""
     survey = np.where(targets.u_survey < 0.7, fp.surveys[0], fp.surveys[1]).astype("<U8")
     for earlier in cfg.releases:
@@ -114,23 +121,32 @@ def _base_survey(cfg: SampleSkyConfig, fp: ReleaseFootprint, targets: Targets, p
             break
         if pixel in earlier.pixels:
             seen = targets.rank < earlier.target_fraction
-            survey[seen] = np.where(targets.u_survey < 0.7, earlier.surveys[0], earlier.surveys[1])[seen]
+            survey[seen] = np.where(targets.u_survey < 0.7, earlier.surveys[0], earlier.surveys[1])[
+                seen
+            ]
     return survey
 
 
-def observation_rows(cfg: SampleSkyConfig, fp: ReleaseFootprint, targets: Targets, pixel: int) -> ObservationRows:
+def observation_rows(
+    cfg: SampleSkyConfig, fp: ReleaseFootprint, targets: Targets, pixel: int
+) -> ObservationRows:
     """Which spectra release ``fp`` holds for the targets of ``pixel``."""
     observed = np.flatnonzero(targets.rank < fp.target_fraction)
     base = _base_survey(cfg, fp, targets, pixel)[observed]
     program = _program(targets)[observed]
     rep = observed[targets.is_repeat[observed]]
-    second = np.array([next(s for s in fp.surveys if s != b) for b in base[targets.is_repeat[observed]]], dtype="<U8")
+    second = np.array(
+        [next(s for s in fp.surveys if s != b) for b in base[targets.is_repeat[observed]]],
+        dtype="<U8",
+    )
     target = np.r_[observed, rep]
     survey = np.r_[base, second]
     prog = np.r_[program, _program(targets)[rep]]
     rng = pixel_rng(cfg.seed, pixel, STREAM_ROWS + [r.name for r in cfg.releases].index(fp.name))
     bright = prog == "bright"
-    exptime = np.where(bright, rng.uniform(180, 420, target.size), rng.uniform(800, 1400, target.size))
+    exptime = np.where(
+        bright, rng.uniform(180, 420, target.size), rng.uniform(800, 1400, target.size)
+    )
     order = np.lexsort((-exptime, target))
     first = np.r_[True, target[order][1:] != target[order][:-1]]
     zcat_primary = np.empty(target.size, dtype=bool)
@@ -143,14 +159,21 @@ def observation_rows(cfg: SampleSkyConfig, fp: ReleaseFootprint, targets: Target
     counts = np.bincount(target, minlength=len(targets))
     sv_counts = np.bincount(target[is_sv], minlength=len(targets))
     return ObservationRows(
-        target=target, survey=survey, program=prog, exptime_s=exptime,
-        zcat_primary=zcat_primary, sv_primary=sv_primary,
-        zcat_nspec=counts[target], sv_nspec=sv_counts[target],
+        target=target,
+        survey=survey,
+        program=prog,
+        exptime_s=exptime,
+        zcat_primary=zcat_primary,
+        sv_primary=sv_primary,
+        zcat_nspec=counts[target],
+        sv_nspec=sv_counts[target],
         healpix64=pixels_of(targets.ra_deg[target], targets.dec_deg[target], DESI_NSIDE),
     )
 
 
-def redshift_columns(rng: np.random.Generator, targets: Targets, idx: np.ndarray) -> dict[str, np.ndarray]:
+def redshift_columns(
+    rng: np.random.Generator, targets: Targets, idx: np.ndarray
+) -> dict[str, np.ndarray]:
     """Redrock-like fit results (REDSHIFTS columns) for targets ``idx``, traps included."""
     kind = targets.kind[idx]
     z_true = targets.z[idx]
@@ -165,10 +188,16 @@ def redshift_columns(rng: np.random.Generator, targets: Targets, idx: np.ndarray
     dchi2 = np.where(kind == "zwarn", rng.uniform(0.5, 9, n), dchi2)
     spectype = np.select([kind == "star", kind == "qso"], ["STAR", "QSO"], "GALAXY")
     temp = targets.temperature_k[idx]
-    subtype = np.where(kind == "star", np.select([temp > 7300, temp > 6000, temp > 5200, temp > 3900], ["A", "F", "G", "K"], "M"), "")
+    subtype = np.where(
+        kind == "star",
+        np.select([temp > 7300, temp > 6000, temp > 5200, temp > 3900], ["A", "F", "G", "K"], "M"),
+        "",
+    )
     npix = rng.integers(7850, 7930, n)
     coeff = np.zeros((n, 10))
-    coeff[:, :5] = targets.coeffs[idx] / np.maximum(targets.coeffs[idx].sum(axis=1, keepdims=True), 1e-30)
+    coeff[:, :5] = targets.coeffs[idx] / np.maximum(
+        targets.coeffs[idx].sum(axis=1, keepdims=True), 1e-30
+    )
     return {
         "TARGETID": targets.targetid[idx],
         "Z": z,
@@ -191,10 +220,17 @@ def fibermap_columns(
     idx = rows.target[sel]
     kind = targets.kind[idx]
     phot = photometry_columns(
-        seed, targets.flux_nmgy[idx], targets.fibre_fraction[idx], targets.shape_r_arcsec[idx],
-        targets.ebv[idx], targets.brickid[idx], targets.photsys,
+        seed,
+        targets.flux_nmgy[idx],
+        targets.fibre_fraction[idx],
+        targets.shape_r_arcsec[idx],
+        targets.ebv[idx],
+        targets.brickid[idx],
+        targets.photsys,
     )
-    desi_target = np.array([DESI_TARGET_BITS.get(t, 0) for t in targets.tracer[idx]], dtype=np.int64)
+    desi_target = np.array(
+        [DESI_TARGET_BITS.get(t, 0) for t in targets.tracer[idx]], dtype=np.int64
+    )
     desi_target = np.where(kind == "sky", SKY_TARGET_BIT, desi_target)
     return {
         "TARGETID": targets.targetid[idx],

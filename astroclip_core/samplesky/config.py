@@ -90,7 +90,9 @@ class SampleSkyConfig:
         for fp in self.releases:
             if fp.name == name:
                 return fp
-        raise ValueError(f"sample sky has no release {name!r}; it has {[r.name for r in self.releases]}")
+        raise ValueError(
+            f"sample sky has no release {name!r}; it has {[r.name for r in self.releases]}"
+        )
 
     def union_pixels(self) -> tuple[int, ...]:
         """Every nside-16 pixel of any release, sorted: the imaging sky covers these."""
@@ -115,7 +117,9 @@ SIZE_PRESETS: dict[str, SampleSkyConfig] = {
 }
 
 
-def preset(size: str, seed: int | None = None, galaxies_per_pixel: int | None = None) -> SampleSkyConfig:
+def preset(
+    size: str, seed: int | None = None, galaxies_per_pixel: int | None = None
+) -> SampleSkyConfig:
     """A size preset ('tiny', 'small', 'default'), optionally with another seed or pool size."""
     if size not in SIZE_PRESETS:
         raise ValueError(f"unknown sample-sky size {size!r}; choose from {sorted(SIZE_PRESETS)}")

@@ -21,9 +21,8 @@ from scipy.spatial import cKDTree
 
 from astroclip_core.formats.legacysurvey import SWEEP_COLUMNS, read_sweep
 from astroclip_core.samplesky.generate import legacysurvey_root, read_manifest
-from astroclip_core.samplesky.ids import bricks_of, brick_conditions
-from astroclip_core.samplesky.render import SourceShapes, render_sources
-from astroclip_core.samplesky.render import TRUNCATION_RADII
+from astroclip_core.samplesky.ids import brick_conditions, bricks_of
+from astroclip_core.samplesky.render import TRUNCATION_RADII, SourceShapes, render_sources
 from astroclip_core.sky.healpix import pixels_of
 from astroclip_core.sources.layout import photsys_of_dec
 
@@ -53,7 +52,11 @@ class CutoutRequest:
             raise ValueError(f"layer={self.layer!r} is not served; only {LAYER!r}")
         if not (np.isfinite(self.pixscale_arcsec) and self.pixscale_arcsec > 0):
             raise ValueError(f"pixscale={self.pixscale_arcsec} must be > 0")
-        if not self.bands or set(self.bands) - set(BAND_INDEX) or len(set(self.bands)) != len(self.bands):
+        if (
+            not self.bands
+            or set(self.bands) - set(BAND_INDEX)
+            or len(set(self.bands)) != len(self.bands)
+        ):
             raise ValueError(f"bands={self.bands!r} must be distinct letters from 'grz'")
         if not 1 <= self.size_pix <= MAX_SIZE_PIX:
             raise ValueError(f"size={self.size_pix} must be in 1..{MAX_SIZE_PIX}")
@@ -105,7 +108,9 @@ class CutoutRenderer:
                     raise FileNotFoundError(f"{legacysurvey_root(self.root)}: no sweep files")
                 tables = [read_sweep(p) for p in paths]
                 self._catalog = {
-                    name.lower(): np.concatenate([t[name.lower()].to_numpy(zero_copy_only=False) for t in tables])
+                    name.lower(): np.concatenate(
+                        [t[name.lower()].to_numpy(zero_copy_only=False) for t in tables]
+                    )
                     for name in SWEEP_COLUMNS
                 }
                 self._tree = cKDTree(_unit(self._catalog["ra"], self._catalog["dec"]))
@@ -116,7 +121,10 @@ class CutoutRenderer:
         """Indices of sweep sources within ``radius_arcsec`` of a position."""
         _, tree = self._load()
         chord = 2 * np.sin(np.radians(radius_arcsec / 3600.0) / 2)
-        return np.array(sorted(tree.query_ball_point(_unit(np.array([ra_deg]), np.array([dec_deg]))[0], chord)), dtype=np.int64)
+        return np.array(
+            sorted(tree.query_ball_point(_unit(np.array([ra_deg]), np.array([dec_deg]))[0], chord)),
+            dtype=np.int64,
+        )
 
     def render(self, req: CutoutRequest, noise: bool = True) -> np.ndarray:
         """The (nbands, size, size) float32 stamp of ``req``."""
@@ -138,11 +146,23 @@ class CutoutRenderer:
         # Keep a source when its truncated profile (plus PSF wings) can reach the stamp.
         if near.size:
             sep = _sep_arcsec(cat["ra"][near], cat["dec"][near], req.ra_deg, req.dec_deg)
-            near = near[sep < half_diag + PSF_MARGIN_ARCSEC + TRUNCATION_RADII * cat["shape_r"][near]]
-        flux = np.column_stack([cat[f"flux_{'grz'[b]}"][near] for b in band_idx]) if near.size else np.zeros((0, nb))
+            near = near[
+                sep < half_diag + PSF_MARGIN_ARCSEC + TRUNCATION_RADII * cat["shape_r"][near]
+            ]
+        flux = (
+            np.column_stack([cat[f"flux_{'grz'[b]}"][near] for b in band_idx])
+            if near.size
+            else np.zeros((0, nb))
+        )
         shapes = SourceShapes(
-            cat["ra"][near], cat["dec"][near], cat["type"][near], cat["sersic"][near],
-            cat["shape_r"][near], cat["shape_e1"][near], cat["shape_e2"][near], flux,
+            cat["ra"][near],
+            cat["dec"][near],
+            cat["type"][near],
+            cat["sersic"][near],
+            cat["shape_r"][near],
+            cat["shape_e1"][near],
+            cat["shape_e2"][near],
+            flux,
         )
         image = render_sources(shapes, req.ra_deg, req.dec_deg, size, scale, fwhm)
         if noise:
@@ -150,7 +170,9 @@ class CutoutRenderer:
         image[:, ~covered] = 0.0
         return image
 
-    def _noise(self, req: CutoutRequest, depth_mag: np.ndarray, fwhm_arcsec: np.ndarray) -> np.ndarray:
+    def _noise(
+        self, req: CutoutRequest, depth_mag: np.ndarray, fwhm_arcsec: np.ndarray
+    ) -> np.ndarray:
         """Background noise (nb, size, size), per-pixel sigma from the 5-sigma PSF depth."""
         digest = hashlib.sha256(f"{self.seed}|{req.key()}".encode()).digest()
         rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))

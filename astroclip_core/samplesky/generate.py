@@ -19,6 +19,7 @@ import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import fitsio
 import numpy as np
 import pyarrow as pa
 
@@ -29,8 +30,8 @@ from astroclip_core.fsio import atomic_write_bytes, atomic_write_parquet
 from astroclip_core.samplesky.assemble import build_pixel_sky
 from astroclip_core.samplesky.catalogs import (
     ObservationRows,
-    fiberstatus_of,
     fibermap_columns,
+    fiberstatus_of,
     observation_rows,
     redshift_columns,
     sweep_columns,
@@ -112,8 +113,12 @@ def write_sweeps(root: Path, cfg: SampleSkyConfig, skies: dict[int, PixelSky]) -
         src = skies[pixel].sources
         photsys = skies[pixel].targets.photsys
         cols = sweep_columns(cfg.seed, src, photsys)
-        ra0 = (np.floor(src.ra_deg / layout.SWEEP_RA_STEP_DEG) * layout.SWEEP_RA_STEP_DEG).astype(int)
-        dec0 = (np.floor(src.dec_deg / layout.SWEEP_DEC_STEP_DEG) * layout.SWEEP_DEC_STEP_DEG).astype(int)
+        ra0 = (np.floor(src.ra_deg / layout.SWEEP_RA_STEP_DEG) * layout.SWEEP_RA_STEP_DEG).astype(
+            int
+        )
+        dec0 = (
+            np.floor(src.dec_deg / layout.SWEEP_DEC_STEP_DEG) * layout.SWEEP_DEC_STEP_DEG
+        ).astype(int)
         for box in sorted(set(zip(ra0.tolist(), dec0.tolist(), strict=True))):
             sel = (ra0 == box[0]) & (dec0 == box[1])
             region = "north" if photsys == "N" else "south"
@@ -131,7 +136,9 @@ def write_sweeps(root: Path, cfg: SampleSkyConfig, skies: dict[int, PixelSky]) -
     return total
 
 
-def _file_rng(cfg: SampleSkyConfig, release: str, survey: str, program: str, hpix: int) -> np.random.Generator:
+def _file_rng(
+    cfg: SampleSkyConfig, release: str, survey: str, program: str, hpix: int
+) -> np.random.Generator:
     seq = np.random.SeedSequence([cfg.seed, _code(release), _code(survey), _code(program), hpix])
     return np.random.default_rng(seq)
 
@@ -143,33 +150,53 @@ def _write_pixel_files(
     targets = sky.targets
     models: dict[int, dict[str, np.ndarray]] = {}
     zparts, groups = [], []
-    keys = sorted(set(zip(rows.healpix64.tolist(), rows.survey.tolist(), rows.program.tolist(), strict=True)))
+    keys = sorted(
+        set(zip(rows.healpix64.tolist(), rows.survey.tolist(), rows.program.tolist(), strict=True))
+    )
     for hpix, survey, program in keys:
-        sel = np.flatnonzero((rows.healpix64 == hpix) & (rows.survey == survey) & (rows.program == program))
+        sel = np.flatnonzero(
+            (rows.healpix64 == hpix) & (rows.survey == survey) & (rows.program == program)
+        )
         sel = sel[np.argsort(targets.targetid[rows.target[sel]], kind="stable")]
         idx = rows.target[sel]
         rng = _file_rng(cfg, fp.name, survey, program, hpix)
         for i in idx.tolist():
             if i not in models:
                 models[i] = model_spectrum(targets, i)
-        obs = observe([models[i] for i in idx.tolist()], rng, rows.exptime_s[sel], program == "bright")
+        obs = observe(
+            [models[i] for i in idx.tolist()], rng, rows.exptime_s[sel], program == "bright"
+        )
         fibermap = fibermap_columns(cfg.seed, targets, rows, sel, fiberstatus_of(rng, targets, idx))
         redshifts = redshift_columns(rng, targets, idx)
-        header = {"SURVEY": survey, "PROGRAM": program, "HPXPIXEL": hpix, "SPECPROD": fp.release.specprod}
+        header = {
+            "SURVEY": survey,
+            "PROGRAM": program,
+            "HPXPIXEL": hpix,
+            "SPECPROD": fp.release.specprod,
+        }
         write_coadd(
             desi_root(root) / layout.coadd_path(fp.release, survey, program, hpix),
-            fibermap, obs.flux, obs.ivar, obs.mask, header=header,
+            fibermap,
+            obs.flux,
+            obs.ivar,
+            obs.mask,
+            header=header,
         )
         write_redrock(
             desi_root(root) / layout.redrock_path(fp.release, survey, program, hpix),
-            redshifts, fibermap, header=header,
+            redshifts,
+            fibermap,
+            header=header,
         )
         merged = {**fibermap, **redshifts}
         merged.update(
-            SURVEY=np.full(idx.size, survey), PROGRAM=np.full(idx.size, program),
+            SURVEY=np.full(idx.size, survey),
+            PROGRAM=np.full(idx.size, program),
             HEALPIX=np.full(idx.size, hpix, dtype=np.int32),
-            SV_NSPEC=rows.sv_nspec[sel], SV_PRIMARY=rows.sv_primary[sel],
-            ZCAT_NSPEC=rows.zcat_nspec[sel], ZCAT_PRIMARY=rows.zcat_primary[sel],
+            SV_NSPEC=rows.sv_nspec[sel],
+            SV_PRIMARY=rows.sv_primary[sel],
+            ZCAT_NSPEC=rows.zcat_nspec[sel],
+            ZCAT_PRIMARY=rows.zcat_primary[sel],
         )
         zparts.append({k: np.asarray(merged[k]) for k in ZCATALOG_COLUMNS})
         groups.append((hpix, survey, program))
@@ -229,7 +256,9 @@ def _truth_table(parts: list[dict[str, np.ndarray]]) -> pa.Table:
     return pa.table(arrays)
 
 
-def write_release(root: Path, cfg: SampleSkyConfig, fp: ReleaseFootprint, skies: dict[int, PixelSky]) -> ReleaseSummary:
+def write_release(
+    root: Path, cfg: SampleSkyConfig, fp: ReleaseFootprint, skies: dict[int, PixelSky]
+) -> ReleaseSummary:
     """Write one release: coadds, redrock files, zcatalog, tilepix and truth."""
     zparts, groups, truth = [], [], []
     for pixel in sorted(fp.pixels):
@@ -240,7 +269,11 @@ def write_release(root: Path, cfg: SampleSkyConfig, fp: ReleaseFootprint, skies:
         groups += g
         truth.append(_truth_part(sky, np.unique(rows.target)))
     zcat = {k: np.concatenate([p[k] for p in zparts]) for k in ZCATALOG_COLUMNS}
-    write_zcatalog(desi_root(root) / layout.zcatalog_path(fp.release), zcat, header={"SPECPROD": fp.release.specprod})
+    write_zcatalog(
+        desi_root(root) / layout.zcatalog_path(fp.release),
+        zcat,
+        header={"SPECPROD": fp.release.specprod},
+    )
     _write_tilepix(root, fp, groups)
     table = _truth_table(truth)
     atomic_write_parquet(str(truth_path(root, fp.name)), table)
@@ -264,14 +297,16 @@ def _write_tilepix(root: Path, fp: ReleaseFootprint, groups: list[tuple[int, str
     cols = {name: np.array([r[i] for r in rows]) for i, name in enumerate(TILEPIX_COLUMNS)}
     rec = build_records("tilepix", cols, TILEPIX_COLUMNS)
 
-    def build(fits: object) -> None:
-        fits.write(None)  # type: ignore[attr-defined]
-        fits.write_table(rec, extname="TILEPIX")  # type: ignore[attr-defined]
+    def build(fits: fitsio.FITS) -> None:
+        fits.write(None)
+        fits.write_table(rec, extname="TILEPIX")
 
     write_fits_atomic(desi_root(root) / layout.tilepix_path(fp.release), build)
 
 
-def generate(root: Path | str, cfg: SampleSkyConfig, releases: list[str] | None = None) -> GenerationSummary:
+def generate(
+    root: Path | str, cfg: SampleSkyConfig, releases: list[str] | None = None
+) -> GenerationSummary:
     """Generate ``releases`` (default: all in ``cfg``) of the sample sky under ``root``."""
     start = time.perf_counter()
     root = Path(root)

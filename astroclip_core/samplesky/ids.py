@@ -44,7 +44,9 @@ def bricks_of(ra_deg: np.ndarray, dec_deg: np.ndarray) -> Bricks:
     """The brick containing each position."""
     dec_c, n, first = _rows()
     ra = np.mod(np.asarray(ra_deg, dtype=np.float64), 360.0)
-    row = np.clip(np.round((np.asarray(dec_deg) + 90.0) / BRICK_SIZE_DEG).astype(np.int64), 0, N_DEC_ROWS - 1)
+    row = np.clip(
+        np.round((np.asarray(dec_deg) + 90.0) / BRICK_SIZE_DEG).astype(np.int64), 0, N_DEC_ROWS - 1
+    )
     width = 360.0 / n[row]
     col = np.minimum((ra / width).astype(np.int64), n[row] - 1)
     ra_c = (col + 0.5) * width
@@ -86,8 +88,10 @@ def hash_uniform(seed: int, keys: np.ndarray, salt: int) -> np.ndarray:
 def ebv_at(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
     """A smooth, low Galactic reddening E(B-V) map (0.01-0.06 mag)."""
     ra, dec = np.radians(np.asarray(ra_deg)), np.radians(np.asarray(dec_deg))
-    return 0.035 + 0.015 * np.sin(3.1 * ra + 0.7) * np.cos(2.3 * dec - 0.4) + 0.008 * np.sin(
-        11.0 * dec + 5.0 * ra
+    return (
+        0.035
+        + 0.015 * np.sin(3.1 * ra + 0.7) * np.cos(2.3 * dec - 0.4)
+        + 0.008 * np.sin(11.0 * dec + 5.0 * ra)
     )
 
 

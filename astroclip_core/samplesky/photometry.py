@@ -92,8 +92,8 @@ def rest_lines(
             continue
         sigma = float(np.hypot(lam * sigma_kms / C_KMS, extra_sigma_rest_angstrom))
         lo, hi = np.searchsorted(rest, [lam - 8 * sigma, lam + 8 * sigma])
-        out[lo:hi] += flux * np.exp(-0.5 * ((rest[lo:hi] - lam) / sigma) ** 2) / (
-            np.sqrt(2 * np.pi) * sigma
+        out[lo:hi] += (
+            flux * np.exp(-0.5 * ((rest[lo:hi] - lam) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
         )
     return out
 

@@ -51,10 +51,13 @@ def star_sed(temperature_k: float, wavelength_angstrom: np.ndarray) -> np.ndarra
     profile = np.ones_like(wave)
     for lam, ew, sigma in STAR_LINES:
         # Balmer lines are strongest in A stars, metal lines in cool stars.
-        weight = np.clip((temperature_k - 4500) / 4000, 0.1, 1.5) if lam in (
-            4102.89, 4341.69, 4862.68, 6564.61) else np.clip((7000 - temperature_k) / 2500, 0.2, 1.5)
-        profile += ew * weight * np.exp(-0.5 * ((wave - lam) / sigma) ** 2) / (
-            np.sqrt(2 * np.pi) * sigma
+        weight = (
+            np.clip((temperature_k - 4500) / 4000, 0.1, 1.5)
+            if lam in (4102.89, 4341.69, 4862.68, 6564.61)
+            else np.clip((7000 - temperature_k) / 2500, 0.2, 1.5)
+        )
+        profile += (
+            ew * weight * np.exp(-0.5 * ((wave - lam) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
         )
     return cont * np.clip(profile, 0.05, None)
 
@@ -66,8 +69,11 @@ def qso_sed(z: float, wavelength_angstrom: np.ndarray) -> np.ndarray:
     sed = cont.copy()
     for lam, ew in QSO_LINES:
         sigma = lam * QSO_LINE_FWHM_KMS / 2.3548 / 299792.458
-        sed += ew * (lam / 1450.0) ** -1.5 * np.exp(-0.5 * ((rest - lam) / sigma) ** 2) / (
-            np.sqrt(2 * np.pi) * sigma
+        sed += (
+            ew
+            * (lam / 1450.0) ** -1.5
+            * np.exp(-0.5 * ((rest - lam) / sigma) ** 2)
+            / (np.sqrt(2 * np.pi) * sigma)
         )
     # Lyman-alpha forest: the flux blueward of Ly-a is absorbed more at higher z.
     forest = np.where(rest < 1200.0, np.exp(-0.0036 * (1 + z) ** 3.46), 1.0)
@@ -106,11 +112,15 @@ class PointSources:
         return int(self.kind.size)
 
 
-def draw_stars(rng: np.random.Generator, n: int, r_mag_range: tuple[float, float], photsys: str) -> PointSources:
+def draw_stars(
+    rng: np.random.Generator, n: int, r_mag_range: tuple[float, float], photsys: str
+) -> PointSources:
     """Stars with temperatures weighted to cool dwarfs and r magnitudes uniform in the range."""
     temp = np.clip(np.exp(rng.normal(np.log(5200.0), 0.25, n)), 3000.0, 12000.0)
     table = star_colours(photsys)
-    unit = np.stack([np.interp(temp, table.temperature_k, table.nanomaggies[:, b]) for b in range(3)], 1)
+    unit = np.stack(
+        [np.interp(temp, table.temperature_k, table.nanomaggies[:, b]) for b in range(3)], 1
+    )
     r_flux = 10 ** ((22.5 - rng.uniform(*r_mag_range, n)) / 2.5)
     scale = r_flux / unit[:, 1]
     return PointSources(np.full(n, "star"), temp, np.zeros(n), scale, unit * scale[:, None])
@@ -120,7 +130,11 @@ def draw_qsos(rng: np.random.Generator, n: int, photsys: str) -> PointSources:
     """Quasars at z 0.8-3.0 with r 19-22.5."""
     z = rng.uniform(0.8, 3.0, n)
     wave = PHOT_WAVELENGTH_ANGSTROM
-    unit = ab_nanomaggies(np.stack([qso_sed(zi, wave) for zi in z]), wave, photsys) if n else np.zeros((0, 3))
+    unit = (
+        ab_nanomaggies(np.stack([qso_sed(zi, wave) for zi in z]), wave, photsys)
+        if n
+        else np.zeros((0, 3))
+    )
     r_flux = 10 ** ((22.5 - rng.uniform(19.0, 22.5, n)) / 2.5)
     scale = r_flux / np.maximum(unit[:, 1], 1e-300)
     return PointSources(np.full(n, "qso"), np.zeros(n), z, scale, unit * scale[:, None])

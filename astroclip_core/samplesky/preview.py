@@ -8,6 +8,7 @@ main emission and absorption lines marked at (1+z) times their rest wavelengths.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -15,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from matplotlib.gridspec import GridSpec  # noqa: E402
 from scipy.ndimage import gaussian_filter1d  # noqa: E402
 
 from astroclip_core.formats.desi import WAVELENGTH, read_coadd, read_zcatalog  # noqa: E402
@@ -40,11 +42,12 @@ def rgb_image(image_grz: np.ndarray, q: float = 8.0, stretch: float = 0.4) -> np
     return np.clip(rgb / max(float(rgb.max()), 1e-12) * 1.3, 0, 1)
 
 
-def _pick(release: str, root: Path, n: int) -> list[dict[str, object]]:
+def _pick(release: str, root: Path, n: int) -> list[dict[str, Any]]:
     """``n`` clean galaxies spread in redshift, with their coadd file."""
     rel = release_from_name(release)
     zcat, _ = read_zcatalog(
-        desi_root(root) / layout.zcatalog_path(rel), columns=["TARGETID", "SURVEY", "PROGRAM", "HEALPIX", "Z"]
+        desi_root(root) / layout.zcatalog_path(rel),
+        columns=["TARGETID", "SURVEY", "PROGRAM", "HEALPIX", "Z"],
     )
     truth = pq.read_table(truth_path(root, release)).to_pylist()
     by_id = {row["targetid"]: row for row in truth if row["ls_ra"] is not None}
@@ -64,11 +67,16 @@ def write_preview(root: Path | str, release: str, out: Path | str, n: int = 16) 
     ncols = 2
     nrows = int(np.ceil(len(galaxies) / ncols))
     fig = plt.figure(figsize=(8.5 * ncols, 2.3 * nrows), dpi=90)
-    grid = fig.add_gridspec(nrows, 2 * ncols, width_ratios=[1, 3.2] * ncols, wspace=0.12, hspace=0.45, top=0.95)
+    grid = fig.add_gridspec(
+        nrows, 2 * ncols, width_ratios=[1, 3.2] * ncols, wspace=0.12, hspace=0.45, top=0.95
+    )
     for k, gal in enumerate(galaxies):
         r, c = divmod(k, ncols)
         _panel(fig, grid, r, c, gal, renderer)
-    fig.suptitle(f"Sample sky {release}: cutouts (g,r,z) and DESI spectra, lines at (1+z)$\\lambda_{{rest}}$", y=0.985)
+    fig.suptitle(
+        f"Sample sky {release}: cutouts (g,r,z) and DESI spectra, lines at (1+z)$\\lambda_{{rest}}$",
+        y=0.985,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
     fig.savefig(tmp, bbox_inches="tight")
@@ -77,32 +85,57 @@ def write_preview(root: Path | str, release: str, out: Path | str, n: int = 16) 
     return out
 
 
-def _panel(fig: plt.Figure, grid: object, r: int, c: int, gal: dict[str, object], renderer: CutoutRenderer) -> None:
-    req = CutoutRequest(ra_deg=float(gal["ls_ra"]), dec_deg=float(gal["ls_dec"]), size_pix=STAMP_PIX)  # type: ignore[arg-type]
-    ax_img = fig.add_subplot(grid[r, 2 * c])  # type: ignore[index]
+def _panel(
+    fig: plt.Figure, grid: GridSpec, r: int, c: int, gal: dict[str, Any], renderer: CutoutRenderer
+) -> None:
+    req = CutoutRequest(
+        ra_deg=float(gal["ls_ra"]), dec_deg=float(gal["ls_dec"]), size_pix=STAMP_PIX
+    )
+    ax_img = fig.add_subplot(grid[r, 2 * c])
     ax_img.imshow(rgb_image(renderer.render(req)), origin="lower")
     ax_img.set_xticks([])
     ax_img.set_yticks([])
-    ax_img.set_title(f"{gal['morphtype']} r$_e$={float(gal['shape_r_arcsec']):.1f}\"", fontsize=8)  # type: ignore[arg-type]
+    ax_img.set_title(f'{gal["morphtype"]} r$_e$={float(gal["shape_r_arcsec"]):.1f}"', fontsize=8)
     rel = gal["release"]
-    path = desi_root(renderer.root) / layout.coadd_path(rel, str(gal["survey"]), str(gal["program"]), int(gal["healpix"]))  # type: ignore[arg-type]
-    spec = read_coadd(path, targetids=[int(gal["targetid"])])  # type: ignore[arg-type]
+    path = desi_root(renderer.root) / layout.coadd_path(
+        rel, str(gal["survey"]), str(gal["program"]), int(gal["healpix"])
+    )
+    spec = read_coadd(path, targetids=[int(gal["targetid"])])
     flux = np.asarray(spec["flux"][0].as_py(), dtype=np.float64)
     ivar = np.asarray(spec["ivar"][0].as_py(), dtype=np.float64)
     good = ivar > 0
-    smooth = gaussian_filter1d(np.where(good, flux, 0.0), 3) / np.maximum(gaussian_filter1d(good * 1.0, 3), 1e-3)
-    ax = fig.add_subplot(grid[r, 2 * c + 1])  # type: ignore[index]
+    smooth = gaussian_filter1d(np.where(good, flux, 0.0), 3) / np.maximum(
+        gaussian_filter1d(good * 1.0, 3), 1e-3
+    )
+    ax = fig.add_subplot(grid[r, 2 * c + 1])
     ax.plot(WAVELENGTH, smooth, lw=0.5, color="k")
     lo, hi = np.percentile(smooth, [1, 99.7])
     ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.25 * (hi - lo))
     ax.set_xlim(WAVELENGTH[0], WAVELENGTH[-1])
-    z = float(gal["z"])  # type: ignore[arg-type]
-    for lines, colour in ((EMISSION_LINES_ANGSTROM, "tab:blue"), (ABSORPTION_LINES_ANGSTROM, "tab:red")):
+    z = float(gal["z"])
+    for lines, colour in (
+        (EMISSION_LINES_ANGSTROM, "tab:blue"),
+        (ABSORPTION_LINES_ANGSTROM, "tab:red"),
+    ):
         for name, lam in lines.items():
             obs = lam * (1 + z)
             if WAVELENGTH[0] < obs < WAVELENGTH[-1]:
                 ax.axvline(obs, color=colour, lw=0.6, alpha=0.6)
-                ax.text(obs, hi + 0.18 * (hi - lo), name, fontsize=6, color=colour, ha="center", va="top")
+                ax.text(
+                    obs,
+                    hi + 0.18 * (hi - lo),
+                    name,
+                    fontsize=6,
+                    color=colour,
+                    ha="center",
+                    va="top",
+                )
     ax.tick_params(labelsize=7)
-    ax.text(0.99, 0.04, f"z={z:.3f} {gal['tracer']} {gal['colour_class']}  log M*={float(gal['log_mstar']):.1f}",
-            transform=ax.transAxes, ha="right", fontsize=7)  # type: ignore[arg-type]
+    ax.text(
+        0.99,
+        0.04,
+        f"z={z:.3f} {gal['tracer']} {gal['colour_class']}  log M*={float(gal['log_mstar']):.1f}",
+        transform=ax.transAxes,
+        ha="right",
+        fontsize=7,
+    )

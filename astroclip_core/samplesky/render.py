@@ -14,6 +14,7 @@ the left), CD2_2 = +pixscale, so FITS pixel (x, y) is array element [y-1, x-1].
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import galsim
 import numpy as np
 from scipy.integrate import trapezoid
@@ -71,8 +72,13 @@ def psf_profile(fwhm_arcsec: float) -> galsim.GSObject:
 
 
 def sky_to_pixel(
-    ra_deg: np.ndarray, dec_deg: np.ndarray, ra0_deg: float, dec0_deg: float, pixscale_arcsec: float,
-    width: int, height: int,
+    ra_deg: np.ndarray,
+    dec_deg: np.ndarray,
+    ra0_deg: float,
+    dec0_deg: float,
+    pixscale_arcsec: float,
+    width: int,
+    height: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """FITS pixel coordinates (x, y) of positions in a TAN stamp centred on (ra0, dec0)."""
     ra, dec = np.radians(ra_deg), np.radians(dec_deg)
@@ -136,14 +142,18 @@ def fibre_fraction(
     Integrates the circularised, truncated Sersic profile against the probability that light
     from radius r lands in the fibre after the Gaussian seeing (a non-central chi-square CDF).
     """
-    n = np.array([_sersic_index(str(t), float(s)) for t, s in zip(morphtype, sersic_n, strict=True)])
+    n = np.array(
+        [_sersic_index(str(t), float(s)) for t, s in zip(morphtype, sersic_n, strict=True)]
+    )
     radius = np.asarray(shape_r_arcsec, dtype=np.float64)
     point = (np.asarray(morphtype).astype(str) == "PSF") | (radius <= 0)
     out = np.full(n.size, float(_aperture_of_offset_psf(np.array(0.0))))
     ext = ~point
     if not ext.any():
         return out
-    u = np.concatenate([np.linspace(0, 0.05, 20, endpoint=False), np.geomspace(0.05, TRUNCATION_RADII, 300)])
+    u = np.concatenate(
+        [np.linspace(0, 0.05, 20, endpoint=False), np.geomspace(0.05, TRUNCATION_RADII, 300)]
+    )
     r = radius[ext, None] * u[None, :]  # (N_ext, n_r) arcsec
     b_n = gammaincinv(2 * n[ext], 0.5)[:, None]
     weight = np.exp(-b_n * u[None, :] ** (1 / n[ext, None])) * r  # surface brightness * r

@@ -17,6 +17,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from astroclip_core.formats.legacysurvey import write_cutout
@@ -48,7 +49,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._static(unquote(url.path), head)
 
-    def _send(self, status: int, body: bytes, content_type: str, head: bool, extra: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        head: bool,
+        extra: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -89,7 +97,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if target.is_dir():
             if not path.endswith("/"):
-                self._send(HTTPStatus.MOVED_PERMANENTLY, b"", "text/plain", head, {"Location": path + "/"})
+                self._send(
+                    HTTPStatus.MOVED_PERMANENTLY, b"", "text/plain", head, {"Location": path + "/"}
+                )
                 return
             self._send(HTTPStatus.OK, _listing(path, target), "text/html; charset=utf-8", head)
             return
@@ -106,7 +116,9 @@ class _Handler(BaseHTTPRequestHandler):
         if rng:
             m = _RANGE_RE.match(rng.strip())
             if m is None or (not m.group(1) and not m.group(2)):
-                self._error(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, f"unsupported Range {rng!r}", head)
+                self._error(
+                    HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, f"unsupported Range {rng!r}", head
+                )
                 return
             if m.group(1):
                 start = int(m.group(1))
@@ -114,13 +126,22 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 start = max(size - int(m.group(2)), 0)
             if start >= size or start > end:
-                self._send(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, b"", "text/plain", head, {"Content-Range": f"bytes */{size}"})
+                self._send(
+                    HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
+                    b"",
+                    "text/plain",
+                    head,
+                    {"Content-Range": f"bytes */{size}"},
+                )
                 return
             status = HTTPStatus.PARTIAL_CONTENT
             extra["Content-Range"] = f"bytes {start}-{end}/{size}"
         length = end - start + 1
         self.send_response(status)
-        self.send_header("Content-Type", "application/fits" if target.suffix == ".fits" else "application/octet-stream")
+        self.send_header(
+            "Content-Type",
+            "application/fits" if target.suffix == ".fits" else "application/octet-stream",
+        )
         self.send_header("Content-Length", str(length))
         for key, value in extra.items():
             self.send_header(key, value)
@@ -132,14 +153,14 @@ class _Handler(BaseHTTPRequestHandler):
             _copy_n(fh, self.wfile, length)
 
 
-def _copy_n(src: object, dst: object, n: int) -> None:
+def _copy_n(src: BinaryIO, dst: BinaryIO, n: int) -> None:
     """Copy exactly ``n`` bytes from file ``src`` to ``dst``."""
     remaining = n
     while remaining > 0:
-        chunk = src.read(min(1 << 20, remaining))  # type: ignore[attr-defined]
+        chunk = src.read(min(1 << 20, remaining))
         if not chunk:
             raise OSError(f"file ended {remaining} bytes early")
-        dst.write(chunk)  # type: ignore[attr-defined]
+        dst.write(chunk)
         remaining -= len(chunk)
 
 
@@ -203,7 +224,9 @@ class SampleSkyServer:
         if self._httpd is not None:
             return self
         self._httpd = _SkyHTTPServer((self.host, self.port), self.root)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="samplesky-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="samplesky-http", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -220,7 +243,12 @@ class SampleSkyServer:
     def __enter__(self) -> SampleSkyServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 

@@ -109,7 +109,9 @@ def pixel_rng(seed: int, pixel: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, pixel, stream]))
 
 
-def uniform_positions(rng: np.random.Generator, pixel: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+def uniform_positions(
+    rng: np.random.Generator, pixel: int, n: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` positions uniform on the sphere inside one nside-16 pixel."""
     hp = HealpixPixel(PARTITION_NSIDE, pixel)
     ra_c, _ = hp.center_deg()
@@ -128,14 +130,18 @@ def uniform_positions(rng: np.random.Generator, pixel: int, n: int) -> tuple[np.
     return ra_out[:n], dec_out[:n]
 
 
-def offset(ra: np.ndarray, dec: np.ndarray, d_arcsec: np.ndarray, angle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def offset(
+    ra: np.ndarray, dec: np.ndarray, d_arcsec: np.ndarray, angle: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions moved by ``d_arcsec`` towards position angle ``angle`` (radians, E of N)."""
     ddec = d_arcsec * np.cos(angle) * ARCSEC_DEG
     dra = d_arcsec * np.sin(angle) * ARCSEC_DEG / np.cos(np.radians(dec))
     return (ra + dra) % 360.0, dec + ddec
 
 
-def border_points(rng: np.random.Generator, pixel: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def border_points(
+    rng: np.random.Generator, pixel: int, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` points just on the pixel's border: (ra, dec, outward position angle)."""
     hp = HealpixPixel(PARTITION_NSIDE, pixel)
     ra_c, dec_c = hp.center_deg()
@@ -149,7 +155,9 @@ def border_points(rng: np.random.Generator, pixel: int, n: int) -> tuple[np.ndar
     lo, hi = np.full(n, 0.5), np.full(n, 1.5)
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        inside = pixels_of((ra_c + mid * (ra_q - ra_c)) % 360, dec_c + mid * (dec_q - dec_c)) == pixel
+        inside = (
+            pixels_of((ra_c + mid * (ra_q - ra_c)) % 360, dec_c + mid * (dec_q - dec_c)) == pixel
+        )
         lo, hi = np.where(inside, mid, lo), np.where(inside, hi, mid)
     ra_b, dec_b = (ra_c + lo * (ra_q - ra_c)) % 360, dec_c + lo * (dec_q - dec_c)
     angle = np.arctan2((ra_q - ra_c) * np.cos(np.radians(dec_c)), dec_q - dec_c)

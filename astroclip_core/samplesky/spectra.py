@@ -92,7 +92,11 @@ def _galaxy_sed(targets: Targets, i: int, wave: np.ndarray) -> np.ndarray:
     cont = rest_continuum(templates, targets.coeffs[i], rest)
     cont = gaussian_filter1d(cont, LSF_SIGMA_ANGSTROM / 0.8, mode="nearest")
     lines = rest_lines(
-        templates, targets.coeffs[i], rest, float(targets.sigma_kms[i]), LSF_SIGMA_ANGSTROM / (1 + z)
+        templates,
+        targets.coeffs[i],
+        rest,
+        float(targets.sigma_kms[i]),
+        LSF_SIGMA_ANGSTROM / (1 + z),
     )
     return (cont + lines) * distance_factor(np.array([z]))[0]
 
@@ -123,8 +127,10 @@ def observe(
         model = np.stack([m[arm] for m in models]) if n else np.zeros((0, wave.size))
         background = sky_level * cont + lines  # (npix,)
         time = (exptime_s / 1000.0)[:, None]
-        var = NOISE_VARIANCE_1000S * (background[None, :] + 0.3 * np.clip(model, 0, None)) / (
-            time * _throughput(wave)[None, :]
+        var = (
+            NOISE_VARIANCE_1000S
+            * (background[None, :] + 0.3 * np.clip(model, 0, None))
+            / (time * _throughput(wave)[None, :])
         )  # (N, npix)
         residual = rng.normal(0, 0.04, (n, 1)) * lines[None, :] * NOISE_VARIANCE_1000S
         f = model + rng.normal(size=model.shape) * np.sqrt(var) + residual

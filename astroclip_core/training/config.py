@@ -28,7 +28,7 @@ class TrainConfig:
     steps: int | None = None
     epochs: float | None = None
     batch_size: int = 64
-    lr: float = 5e-4
+    lr: float = 3e-4
     weight_decay: float = 0.05
     warmup_steps: int = 50
     min_lr_ratio: float = 0.1

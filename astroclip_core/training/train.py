@@ -205,6 +205,7 @@ def _loop(config: TrainConfig, info: DistInfo, run: _Run, paths: dict[str, str])
         run.optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+        lr = run.scheduler.get_last_lr()[0]  # the rate this step uses
         run.optimizer.step()
         run.scheduler.step()
         run.step += 1
@@ -218,7 +219,7 @@ def _loop(config: TrainConfig, info: DistInfo, run: _Run, paths: dict[str, str])
             row.update(
                 step=run.step,
                 epoch=run.step / run.loader.batches_per_epoch,
-                lr=run.scheduler.get_last_lr()[0],
+                lr=lr,
                 pairs_per_s=n_in_interval * global_batch / (now - t_interval),
             )
             run.history.append(row)

@@ -1,0 +1,63 @@
+"""The sample sky as a service for the pipeline: publish missing releases, start the server.
+
+A release counts as published when its redshift catalogue and truth table exist (both are
+written after every coadd file of the release). All releases in one folder must come from one
+config, since they share the imaging sky; asking for another seed or size raises.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from astroclip_core.releases import release_from_name
+from astroclip_core.samplesky.config import DEFAULT_ROOT, SampleSkyConfig, preset
+from astroclip_core.samplesky.generate import (
+    MANIFEST_NAME,
+    GenerationSummary,
+    desi_root,
+    generate,
+    read_manifest,
+)
+from astroclip_core.samplesky.generate import truth_path as _truth_path
+from astroclip_core.samplesky.server import SampleSkyServer, serve_sample_sky
+from astroclip_core.sources import layout
+
+
+def default_samplesky_root() -> Path:
+    """``storage/samplesky`` in the repository."""
+    return DEFAULT_ROOT
+
+
+def truth_path(root: Path | str, release: str) -> Path:
+    """The truth table of one release: ``<root>/truth/<release>.parquet``."""
+    return _truth_path(Path(root), release)
+
+
+def is_published(root: Path | str, release: str) -> bool:
+    """True when ``release`` is completely written under ``root``."""
+    rel = release_from_name(release)
+    zcat = desi_root(Path(root)) / layout.zcatalog_path(rel)
+    return zcat.exists() and truth_path(root, release).exists()
+
+
+def ensure_published(
+    root: Path | str, releases: list[str], seed: int | None = None, size: str = "default"
+) -> GenerationSummary | None:
+    """Generate those of ``releases`` that are missing under ``root``; None when none were.
+
+    Raises ValueError when ``root`` already holds a sample sky made with another config.
+    """
+    root = Path(root)
+    cfg: SampleSkyConfig = preset(size, seed=seed)
+    if (root / MANIFEST_NAME).exists() and read_manifest(root) != cfg:
+        raise ValueError(
+            f"{root}: holds a sample sky generated with another config than size={size!r} "
+            f"seed={cfg.seed}; use another folder or delete this one"
+        )
+    missing = [name for name in releases if not is_published(root, name)]
+    return generate(root, cfg, missing) if missing else None
+
+
+def start_server(root: Path | str) -> SampleSkyServer:
+    """A started loopback server over ``root`` (call ``stop()`` when done)."""
+    return serve_sample_sky(root).start()

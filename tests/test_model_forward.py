@@ -1,0 +1,93 @@
+"""Encoders and the full model: shapes, normalisation, masking, standardisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pairs_fixture import micro_model_config
+
+from astroclip_core.model.clip import build_model
+from astroclip_core.model.spectrum import standardise
+
+L = 7781
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(micro_model_config()).eval()
+
+
+def _inputs(b: int = 4, size: int = 152) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(b, 3, size, size, generator=g) * 0.1
+    flux = torch.randn(b, L, generator=g) + 5.0
+    valid = torch.rand(b, L, generator=g) > 0.05
+    return image, flux, valid
+
+
+def test_embeddings_are_unit_norm_with_embed_dim(model) -> None:
+    image, flux, valid = _inputs()
+    ei, es = model.encode_image(image), model.encode_spectrum(flux, valid)
+    d = model.config.head.embed_dim
+    assert ei.shape == es.shape == (4, d)
+    assert torch.allclose(ei.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert torch.allclose(es.norm(dim=1), torch.ones(4), atol=1e-5)
+
+
+def test_152_px_cutout_is_centre_cropped_to_144(model) -> None:
+    image, _, _ = _inputs()
+    with torch.no_grad():
+        assert torch.equal(model.encode_image(image), model.encode_image(image[..., 4:148, 4:148]))
+    with pytest.raises(ValueError, match="smaller than"):
+        model.encode_image(image[..., :100, :100])
+
+
+def test_invalid_spectrum_pixels_do_not_change_the_embedding(model) -> None:
+    _, flux, valid = _inputs()
+    corrupted = torch.where(valid, flux, torch.full_like(flux, 1e6))
+    with torch.no_grad():
+        assert torch.allclose(
+            model.encode_spectrum(flux, valid), model.encode_spectrum(corrupted, valid), atol=1e-6
+        )
+
+
+def test_standardise_uses_valid_pixels_and_keeps_stats() -> None:
+    _, flux, valid = _inputs()
+    flux = flux * 3.0
+    x, stats = standardise(flux, valid)
+    assert torch.all(x[~valid] == 0)
+    mean = torch.stack([x[i][valid[i]].mean() for i in range(len(x))])
+    std = torch.stack([x[i][valid[i]].std(unbiased=False) for i in range(len(x))])
+    assert torch.allclose(mean, torch.zeros(4), atol=1e-4)
+    assert torch.allclose(std, torch.ones(4), atol=1e-4)
+    raw_std = torch.stack([flux[i][valid[i]].std(unbiased=False) for i in range(len(x))])
+    assert torch.allclose(stats[:, 0], raw_std.log(), atol=1e-4)
+
+
+def test_amplitude_reaches_the_embedding_through_the_stats_token(model) -> None:
+    _, flux, valid = _inputs()
+    with torch.no_grad():
+        a = model.encode_spectrum(flux, valid)
+        b = model.encode_spectrum(flux * 10.0, valid)
+    assert not torch.allclose(a, b, atol=1e-4)
+
+
+def test_forward_returns_finite_loss_terms_and_gradients(model) -> None:
+    image, flux, valid = _inputs()
+    model.train()
+    terms = model(image, flux, valid)
+    terms.loss.backward()
+    assert torch.isfinite(terms.loss)
+    assert 0.0 <= terms.accuracy.item() <= 1.0
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    model.zero_grad()
+    model.eval()
+
+
+def test_wrong_input_shapes_raise(model) -> None:
+    with pytest.raises(ValueError, match="7781"):
+        model.encode_spectrum(torch.zeros(2, 100), torch.ones(2, 100, dtype=torch.bool))
+    with pytest.raises(ValueError, match="g,r,z"):
+        model.encode_image(torch.zeros(2, 5, 152, 152))

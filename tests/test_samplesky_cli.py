@@ -1,0 +1,45 @@
+"""The `astroclip sample-sky` subcommands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from astroclip_core.cli import build_parser, main
+
+
+def test_sample_sky_generate_and_preview(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "sky"
+    args = ["sample-sky", "generate", "--root", str(root), "--size", "tiny"]
+    assert main([*args, "--release", "edr", "--galaxies-per-pixel", "12", "--seed", "5"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [r["release"] for r in summary["releases"]] == ["edr"]
+    assert summary["releases"][0]["n_clean_galaxies"] > 0
+    assert (root / "samplesky.json").exists() and (root / "truth" / "edr.parquet").exists()
+    png = tmp_path / "preview.png"
+    assert main(["sample-sky", "preview", "--root", str(root), "--out", str(png), "--n", "2"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_parser_rejects_unknown_release() -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sample-sky", "generate", "--release", "dr9"])
+
+
+def test_service_publishes_only_missing_releases(tmp_path: Path) -> None:
+    from astroclip_core.samplesky.service import ensure_published, is_published, start_server
+
+    first = ensure_published(tmp_path, ["edr"], seed=3, size="tiny")
+    assert first is not None and is_published(tmp_path, "edr") and not is_published(tmp_path, "dr1")
+    assert ensure_published(tmp_path, ["edr"], seed=3, size="tiny") is None
+    with pytest.raises(ValueError, match="another config"):
+        ensure_published(tmp_path, ["edr"], seed=4, size="tiny")
+    server = start_server(tmp_path)
+    try:
+        assert server.desi_root_url.startswith("http://127.0.0.1:")
+    finally:
+        server.stop()

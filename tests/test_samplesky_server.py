@@ -1,0 +1,130 @@
+"""The sample-sky loopback server: static files, listings, ranges and the cutout service."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from test_samplesky_catalogue import tiny_sky_root
+
+from astroclip_core.formats.legacysurvey import read_cutout
+from astroclip_core.releases import KNOWN_RELEASES
+from astroclip_core.samplesky.cutouts import CutoutRenderer, CutoutRequest
+from astroclip_core.samplesky.generate import truth_path
+from astroclip_core.samplesky.server import SampleSkyServer, serve_sample_sky
+from astroclip_core.sources import layout
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SampleSkyServer]:
+    """A running server over the tiny sky."""
+    with serve_sample_sky(tiny_sky_root(tmp_path_factory)) as srv:
+        yield srv
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def test_urls_follow_the_layout(server: SampleSkyServer) -> None:
+    assert server.base_url.startswith("http://127.0.0.1:")
+    assert server.desi_root_url == server.base_url + "public/"
+    assert server.legacysurvey_root_url.endswith("/cfs/cosmo/data/legacysurvey/dr9/")
+    assert server.cutout_url.endswith("/viewer/fits-cutout")
+
+
+def test_static_file_bytes_and_ranges(server: SampleSkyServer) -> None:
+    rel = KNOWN_RELEASES["edr"]
+    relpath = layout.zcatalog_path(rel)
+    disk = (server.root / "public" / relpath).read_bytes()
+    status, headers, body = _get(server.desi_root_url + relpath)
+    assert status == 200 and body == disk and int(headers["Content-Length"]) == len(disk)
+    status, headers, body = _get(server.desi_root_url + relpath, {"Range": "bytes=100-2979"})
+    assert status == 206 and body == disk[100:2980]
+    assert headers["Content-Range"] == f"bytes 100-2979/{len(disk)}"
+    status, _, body = _get(server.desi_root_url + relpath, {"Range": "bytes=-80"})
+    assert status == 206 and body == disk[-80:]
+    status, _, _ = _get(server.desi_root_url + relpath, {"Range": f"bytes={len(disk)}-"})
+    assert status == 416
+    status, _, _ = _get(server.desi_root_url + "edr/nothing-here.fits")
+    assert status == 404
+
+
+def test_directory_listing_links_releases(server: SampleSkyServer) -> None:
+    status, headers, body = _get(server.desi_root_url)
+    text = body.decode()
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert '<a href="edr/">edr/</a>' in text and '<a href="dr1/">dr1/</a>' in text
+    status, _, body = _get(server.legacysurvey_root_url + "south/sweep/9.0/")
+    assert status == 200 and b"sweep-150p000-160p005.fits" in body
+
+
+def test_cutout_is_deterministic_and_shows_the_galaxy(server: SampleSkyServer) -> None:
+    truth = pq.read_table(truth_path(server.root, "edr")).to_pydict()
+    i = next(
+        k
+        for k, (kind, ra) in enumerate(zip(truth["kind"], truth["ls_ra"], strict=True))
+        if kind == "galaxy" and ra
+    )
+    query = layout.cutout_query(truth["ls_ra"][i], truth["ls_dec"][i], size_pix=64)
+    status, headers, first = _get(f"{server.cutout_url}?{query}")
+    assert status == 200 and int(headers["Content-Length"]) == len(first)
+    _, _, second = _get(f"{server.cutout_url}?{query}")
+    assert first == second
+    image = read_cutout(first)
+    assert image.shape == (3, 64, 64)
+    centre = image[:, 28:36, 28:36].sum(axis=(1, 2))
+    corner = image[:, :8, :8].sum(axis=(1, 2))
+    assert np.all(centre > corner)
+
+
+def test_cutout_without_coverage_is_zero(server: SampleSkyServer) -> None:
+    status, _, body = _get(f"{server.cutout_url}?{layout.cutout_query(10.0, -40.0, size_pix=32)}")
+    assert status == 200
+    assert not read_cutout(body).any()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "ra=150&dec=2&layer=ls-dr9&pixscale=0.262&bands=grz&size=513",
+        "ra=150&dec=2&layer=ls-dr8&pixscale=0.262&bands=grz&size=64",
+        "ra=150&dec=2&layer=ls-dr9&pixscale=0&bands=grz&size=64",
+        "ra=150&dec=2&layer=ls-dr9&pixscale=0.262&bands=gri&size=64",
+        "ra=150&dec=2&layer=ls-dr9&pixscale=0.262&bands=grz&size=abc",
+        "dec=2&layer=ls-dr9&pixscale=0.262&bands=grz&size=64",
+    ],
+)
+def test_cutout_rejects_bad_parameters(server: SampleSkyServer, query: str) -> None:
+    status, _, body = _get(f"{server.cutout_url}?{query}")
+    assert status == 400 and b"bad cutout request" in body
+
+
+def test_noise_does_not_depend_on_sources(tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = tiny_sky_root(tmp_path_factory)
+    renderer = CutoutRenderer(root)
+    truth = pq.read_table(truth_path(root, "edr")).to_pydict()
+    i = next(k for k, ra in enumerate(truth["ls_ra"]) if ra)
+    req = CutoutRequest(truth["ls_ra"][i], truth["ls_dec"][i], size_pix=48)
+    noisy, clean = renderer.render(req), renderer.render(req, noise=False)
+    residual = noisy - clean
+    elsewhere = CutoutRequest(truth["ls_ra"][i], truth["ls_dec"][i] + 0.02, size_pix=48)
+    other = renderer.render(elsewhere) - renderer.render(elsewhere, noise=False)
+    assert clean.any() and residual.std() > 0 and other.std() > 0
+    # Same brick, same depth: the noise level is the same with or without a galaxy.
+    np.testing.assert_allclose(residual.std(axis=(1, 2)), other.std(axis=(1, 2)), rtol=0.3)
+
+
+def test_server_rejects_a_folder_without_sky(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="samplesky.json"):
+        SampleSkyServer(tmp_path).start()

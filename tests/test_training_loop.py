@@ -1,0 +1,140 @@
+"""The training entry point: outputs, reproducibility, resume after a kill, learning."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from pairs_fixture import micro_model_config, write_pairs_dir
+
+from astroclip_core.training.checkpoint import load_checkpoint, load_model
+from astroclip_core.training.config import TrainConfig
+from astroclip_core.training.data import read_pairs_file
+from astroclip_core.training.embed import embed_pairs
+from astroclip_core.training.train import main
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("pairs")
+    write_pairs_dir(root, 48, pixels=(21, 22))
+    return str(root)
+
+
+def _config(pairs_dir: str, out_dir: Path, **kw) -> TrainConfig:
+    base = dict(
+        out_dir=str(out_dir),
+        model=micro_model_config(),
+        pairs_dir=pairs_dir,
+        steps=8,
+        batch_size=8,
+        warmup_steps=2,
+        log_every=1,
+        checkpoint_every=3,
+        num_threads=1,
+        device="cpu",
+        seed=4,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _weights(path: str) -> dict[str, torch.Tensor]:
+    return load_model(path).state_dict()
+
+
+def _same_weights(a: str, b: str) -> bool:
+    wa, wb = _weights(a), _weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_run_writes_its_outputs(pairs_dir, tmp_path) -> None:
+    result = main(_config(pairs_dir, tmp_path / "run"))
+    assert result.steps == 8 and result.resumed_from_step == 0
+    for name in ("model", "config", "history", "loss_curve", "checkpoint"):
+        assert Path(result.paths[name]).stat().st_size > 0
+    history = pq.read_table(result.paths["history"]).to_pydict()
+    assert history["step"] == list(range(1, 9))
+    assert result.final_loss == pytest.approx(history["loss"][-1])
+    assert json.loads(Path(result.paths["config"]).read_text())["steps"] == 8
+    assert Path(result.paths["loss_curve"]).read_bytes()[:4] == b"\x89PNG"
+    assert result.n_params_total == result.n_params_image + result.n_params_spectrum + result.n_params_heads
+    lrs = history["lr"]
+    assert lrs[0] < lrs[1] and lrs[-1] < max(lrs)  # warmup, then cosine decay
+
+
+def test_same_seed_gives_identical_runs(pairs_dir, tmp_path) -> None:
+    a = main(_config(pairs_dir, tmp_path / "a", steps=5))
+    b = main(_config(pairs_dir, tmp_path / "b", steps=5))
+    c = main(_config(pairs_dir, tmp_path / "c", steps=5, seed=5))
+    ha, hb = (pq.read_table(r.paths["history"]).column("loss").to_pylist() for r in (a, b))
+    assert ha == hb
+    assert _same_weights(a.paths["model"], b.paths["model"])
+    assert not _same_weights(a.paths["model"], c.paths["model"])
+
+
+def test_killed_run_resumes_to_the_same_end(pairs_dir, tmp_path) -> None:
+    whole = main(_config(pairs_dir, tmp_path / "whole"))
+    out = tmp_path / "killed"
+    # "killed" after step 5: the last checkpoint is step 3; steps 4-5 are lost and redone
+    partial = main(_config(pairs_dir, out, stop_after_steps=5))
+    assert partial.steps == 5 and not (out / "model.pt").exists()
+    assert load_checkpoint(str(out / "checkpoint.pt")).step == 3
+    resumed = main(_config(pairs_dir, out))
+    assert resumed.resumed_from_step == 3 and resumed.steps == 8
+    steps = pq.read_table(resumed.paths["history"]).column("step").to_pylist()
+    assert steps == list(range(1, 9))
+    assert _same_weights(whole.paths["model"], resumed.paths["model"])
+    h_whole = pq.read_table(whole.paths["history"]).column("loss").to_pylist()
+    h_resumed = pq.read_table(resumed.paths["history"]).column("loss").to_pylist()
+    assert h_whole == h_resumed
+
+
+def test_resume_refuses_a_different_model(pairs_dir, tmp_path) -> None:
+    main(_config(pairs_dir, tmp_path / "r", steps=3))
+    other = replace(micro_model_config(), head=replace(micro_model_config().head, embed_dim=16))
+    with pytest.raises(ValueError, match="different model config"):
+        main(_config(pairs_dir, tmp_path / "r", steps=6, model=other))
+
+
+def test_bf16_autocast_step_runs(pairs_dir, tmp_path) -> None:
+    result = main(_config(pairs_dir, tmp_path / "bf16", steps=2, precision="bf16"))
+    assert math.isfinite(result.final_loss)
+
+
+def test_epochs_set_the_step_count(pairs_dir, tmp_path) -> None:
+    n_train = sum(len(read_pairs_file(str(p), "train")) for p in Path(pairs_dir).rglob("*.parquet"))
+    result = main(_config(pairs_dir, tmp_path / "ep", steps=None, epochs=1.0))
+    assert result.steps == n_train // 8
+
+
+def test_tiny_learns_to_align_the_synthetic_pairs(tmp_path) -> None:
+    files = write_pairs_dir(tmp_path / "pairs", 256, pixels=(30,))
+    config = TrainConfig(
+        out_dir=str(tmp_path / "tiny"),
+        model="tiny",
+        files=tuple(files),
+        steps=50,
+        batch_size=32,
+        warmup_steps=10,
+        log_every=5,
+        checkpoint_every=1000,
+        num_threads=2,
+        device="cpu",
+    )
+    result = main(config)
+    assert result.final_loss < math.log(32) - 0.4
+    arrays = read_pairs_file(files[0], "train")
+    image_emb, spectrum_emb = embed_pairs(load_model(result.paths["model"]), arrays, batch_size=64)
+    assert image_emb.dtype == np.float32 and image_emb.shape == (len(arrays), 128)
+    assert np.allclose(np.linalg.norm(spectrum_emb, axis=1), 1.0, atol=1e-5)
+    # image -> spectrum retrieval among ~200 train pairs: chance top-1 is 1/N, top-10 is 10/N
+    rank_of_true = (image_emb @ spectrum_emb.T > np.sum(image_emb * spectrum_emb, 1)[:, None]).sum(1)
+    top10 = float(np.mean(rank_of_true < 10))
+    assert top10 > 3 * 10 / len(arrays)
