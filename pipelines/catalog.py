@@ -43,7 +43,9 @@ def release_catalog(
     desi: DesiSourceResource,
 ) -> dg.MaterializeResult:
     source = desi.source(context.partition_key, sample_sky)
-    result = build_release_catalog(source, storage.layout(), config.model_dump())
+    result = build_release_catalog(
+        source, storage.layout(), config.model_dump(), desi.retry.policy()
+    )
     keys = [partition_key(source.release.name, p) for p in result.pixels]
     known = set(context.instance.get_dynamic_partitions(sky_partitions.name))
     new_keys = [k for k in keys if k not in known]

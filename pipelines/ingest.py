@@ -40,7 +40,7 @@ def spectra(
 ) -> dg.MaterializeResult:
     release, pixel = release_and_pixel(context)
     result = spectra_lib.fetch_partition_spectra(
-        desi.source(release, sample_sky), storage.layout(), pixel
+        desi.source(release, sample_sky), storage.layout(), pixel, desi.retry.policy()
     )
     context.log.info(
         f"downloaded {result.extra['coadd_files']} coadd files, {result.n_rows} spectra"
@@ -70,7 +70,12 @@ def imaging_sources(
 ) -> dg.MaterializeResult:
     release, pixel = release_and_pixel(context)
     result = imaging.fetch_partition_sources(
-        legacysurvey.source(sample_sky), storage.layout(), release, pixel, config.margin_arcsec
+        legacysurvey.source(sample_sky),
+        storage.layout(),
+        release,
+        pixel,
+        config.margin_arcsec,
+        legacysurvey.retry.policy(),
     )
     context.log.info(
         f"kept {result.n_rows} imaging sources from {result.extra['sweep_files']} sweeps"
@@ -126,6 +131,7 @@ def cutouts(
         release,
         pixel,
         concurrency=legacysurvey.max_concurrent_requests,
+        policy=legacysurvey.retry.policy(),
         log=context.log,
     )
     return dg.MaterializeResult(metadata=result.metadata())

@@ -2,42 +2,35 @@
 
 import dagster as dg
 
-from pipelines.partitions import releases_partitions, sky_partitions
 
 catalog_job = dg.define_asset_job(
     "catalog_job",
     selection=dg.AssetSelection.assets("release_catalog"),
-    partitions_def=releases_partitions,
     description="Select a release's galaxies and register its sky partitions.",
 )
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.groups("ingest"),
-    partitions_def=sky_partitions,
     description="Spectra, imaging sources, cross-match, cutouts and pairs of one partition.",
 )
 publish_job = dg.define_asset_job(
     "publish_job",
     selection=dg.AssetSelection.assets("hf_dataset"),
-    partitions_def=releases_partitions,
     description="Build (and optionally push) the Hugging Face dataset of a release.",
 )
 train_job = dg.define_asset_job(
     "train_job",
     selection=dg.AssetSelection.assets("contrastive_model"),
-    partitions_def=releases_partitions,
     description="Train the contrastive model of a release (only when asked, or on the schedule).",
 )
 embed_job = dg.define_asset_job(
     "embed_job",
     selection=dg.AssetSelection.assets("embeddings"),
-    partitions_def=sky_partitions,
     description="Embed every pair of a partition with the release's current model.",
 )
 evaluate_job = dg.define_asset_job(
     "evaluate_job",
     selection=dg.AssetSelection.assets("evaluation"),
-    partitions_def=releases_partitions,
     description="Zero-shot regression, retrieval and figures for the release's current model.",
 )
 ALL_JOBS = [catalog_job, ingest_job, publish_job, train_job, embed_job, evaluate_job]

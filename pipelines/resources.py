@@ -18,6 +18,28 @@ from astroclip_core.releases import Release, release_from_name
 from astroclip_core.storage import StorageLayout, default_root
 
 
+class RetrySettings(dg.Config):
+    """How a source retries (429/5xx/timeouts: exponential backoff with jitter, Retry-After)."""
+
+    max_attempts: int = Field(default=5, description="Attempts per request.")
+    backoff_base_s: float = Field(default=0.5, description="First backoff, seconds.")
+    backoff_max_s: float = Field(default=30.0, description="Largest backoff, seconds.")
+    connect_timeout_s: float = Field(default=10.0, description="Connect timeout, seconds.")
+    read_timeout_s: float = Field(default=60.0, description="Read timeout, seconds.")
+
+    def policy(self) -> Any:
+        """The library's RetryPolicy."""
+        from astroclip_core.sources.http import RetryPolicy
+
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            backoff_base_s=self.backoff_base_s,
+            backoff_max_s=self.backoff_max_s,
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+        )
+
+
 class StorageResource(dg.ConfigurableResource):
     """The data root: a local path or any fsspec URL (``$ASTROCLIP_STORAGE``, default storage/)."""
 
@@ -104,6 +126,7 @@ class DesiSourceResource(dg.ConfigurableResource):
     s3_endpoint_url: str = Field(
         default="", description="S3 endpoint for s3:// roots (empty = AWS)."
     )
+    retry: RetrySettings = Field(default_factory=RetrySettings, description="Retry behaviour.")
 
     def release_for(self, name: str) -> Release:
         """The Release called ``name``, with this resource's specprod override for its default release."""
@@ -137,6 +160,7 @@ class LegacySurveySourceResource(dg.ConfigurableResource):
     max_concurrent_requests: int = Field(
         default=8, description="Parallel cutout requests per step (the pool caps the steps)."
     )
+    retry: RetrySettings = Field(default_factory=RetrySettings, description="Retry behaviour.")
 
     def source(self, sample_sky: SampleSkyResource | None) -> Any:
         """A ``LegacySurveySource`` (the sample sky's when no URLs are configured)."""

@@ -50,7 +50,11 @@ def _instance() -> dg.DagsterInstance:
 
 
 def _materialize(
-    instance: dg.DagsterInstance, assets: list, partition_key: str, run_config: dict | None = None
+    instance: dg.DagsterInstance,
+    assets: list,
+    partition_key: str,
+    resources: dict,
+    run_config: dict | None = None,
 ) -> None:
     all_assets = list(defs.assets or [])
     result = dg.materialize(
@@ -58,7 +62,7 @@ def _materialize(
         selection=assets,
         partition_key=partition_key,
         instance=instance,
-        resources=defs.resources,
+        resources=resources,
         run_config=run_config or {},
         raise_on_error=True,
     )
@@ -66,9 +70,18 @@ def _materialize(
         raise RuntimeError(f"materializing {assets} for {partition_key} failed")
 
 
-def run_all(options: RunOptions) -> RunSummary:
-    """Materialize catalogue, ingest, dataset, model, embeddings and evaluation for a release."""
-    instance = _instance()
+def run_all(
+    options: RunOptions,
+    resources: dict | None = None,
+    instance: dg.DagsterInstance | None = None,
+) -> RunSummary:
+    """Materialize catalogue, ingest, dataset, model, embeddings and evaluation for a release.
+
+    ``resources`` default to the code location's (sample sky, ``$ASTROCLIP_STORAGE``);
+    ``instance`` to the one in ``$DAGSTER_HOME`` (the repository's dagster_home/ if unset).
+    """
+    instance = instance or _instance()
+    resources = resources if resources is not None else dict(defs.resources)
     summary = RunSummary()
     release = options.release
     if not instance.has_dynamic_partition(releases_partitions.name, release):
@@ -78,7 +91,7 @@ def run_all(options: RunOptions) -> RunSummary:
         t0 = time.perf_counter()
         for i, key in enumerate(keys, 1):
             log.info("%s: %s (%d/%d)", name, key, i, len(keys))
-            _materialize(instance, assets, key, run_config)
+            _materialize(instance, assets, key, resources, run_config)
         summary.seconds[name] = round(time.perf_counter() - t0, 1)
         log.info("%s done in %.1f s", name, summary.seconds[name])
 

@@ -14,9 +14,9 @@ from astroclip_core.formats import FormatError
 from astroclip_core.tables.schemas import encode_blob
 from astroclip_core.training.augment import (
     AugmentConfig,
+    augment_images,
     batch_generator,
     eval_inputs,
-    flip_rotate,
     train_inputs,
 )
 from astroclip_core.training.data import (
@@ -136,7 +136,8 @@ def test_random_crop_is_a_shift_of_at_most_4_px() -> None:
 def test_flips_and_rotations_permute_pixels_per_sample() -> None:
     g = torch.Generator().manual_seed(0)
     image = torch.rand(32, 3, 8, 8, generator=g)
-    out = flip_rotate(image, torch.Generator().manual_seed(1), flips=True, rot90=True)
+    cfg = AugmentConfig(random_crop=False)
+    out = augment_images(image, 8, cfg, torch.Generator().manual_seed(1))
     assert torch.allclose(out.sum(dim=(2, 3)), image.sum(dim=(2, 3)))
     assert torch.allclose(out.sort(dim=-1).values.sum(), image.sort(dim=-1).values.sum())
     changed = [not torch.equal(out[i], image[i]) for i in range(32)]

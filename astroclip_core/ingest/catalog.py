@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from astroclip_core import fsio
 from astroclip_core.formats.desi import GalaxySelection, SelectionReport, read_zcatalog
 from astroclip_core.sky.healpix import PARTITION_NSIDE, pixels_of
+from astroclip_core.sources.http import RetryPolicy
 from astroclip_core.storage import StorageLayout
 
 # Only these columns are read from the (2 GB for real EDR) catalogue.
@@ -43,14 +44,16 @@ def select_catalog(
     return table.append_column("partition", pa.array(part, pa.int32())), report
 
 
-def build_release_catalog(source, layout: StorageLayout, selection: dict) -> CatalogResult:
+def build_release_catalog(
+    source, layout: StorageLayout, selection: dict, policy: RetryPolicy | None = None
+) -> CatalogResult:
     """Fetch ``source``'s zcatalog into the cache, select, and write ``catalog/<release>/``.
 
     ``source`` is a :class:`astroclip_core.sources.desi.DesiSource`; ``selection`` the keyword
     arguments of :class:`GalaxySelection`.
     """
     release = source.release.name
-    cached = source.fetch_zcatalog(layout)
+    cached = source.fetch_zcatalog(layout, policy=policy)
     with fsio.local_copy(cached) as path:
         table, report = select_catalog(str(path), GalaxySelection(**selection))
     table = table.take(

@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from astroclip_core import fsio
 from astroclip_core.ingest.stage import StepResult, read_interim, write_interim
+from astroclip_core.sources.http import RetryPolicy
 from astroclip_core.storage import StorageLayout
 from astroclip_core.tables.schemas import encode_blob
 
@@ -17,7 +18,13 @@ STAGE = "cutouts"
 
 
 def fetch_partition_cutouts(
-    source, layout: StorageLayout, release: str, pixel: int, concurrency: int, log=log
+    source,
+    layout: StorageLayout,
+    release: str,
+    pixel: int,
+    concurrency: int,
+    policy: RetryPolicy | None = None,
+    log=log,
 ) -> StepResult:
     """Fetch (or take from the cache) a cutout at each matched source; write ``interim/cutouts``.
 
@@ -29,7 +36,7 @@ def fetch_partition_cutouts(
     tid = matches.column("targetid").to_numpy()
     ra = matches.column("ra").to_numpy()
     dec = matches.column("dec").to_numpy()
-    batch = source.fetch_cutouts(ra, dec, layout, concurrency=concurrency)
+    batch = source.fetch_cutouts(ra, dec, layout, concurrency=concurrency, policy=policy)
     ok = np.asarray(batch.ok, dtype=bool)
     # A stamp with no data in any band is no image at all: treat it as a failure.
     empty = np.zeros(len(tid), dtype=bool)

@@ -14,6 +14,7 @@ from astroclip_core.formats.legacysurvey import read_sweep
 from astroclip_core.ingest.stage import StepResult, write_interim
 from astroclip_core.sky.healpix import PARTITION_NSIDE, HealpixPixel
 from astroclip_core.sky.partition_match import in_pixel_with_margin
+from astroclip_core.sources.http import RetryPolicy
 from astroclip_core.sources.layout import DR9_NORTH_DEC_MIN_DEG, sweep_boxes_for
 from astroclip_core.storage import StorageLayout
 
@@ -53,7 +54,12 @@ def _region_rows(table: pa.Table, region: str) -> pa.Table:
 
 
 def fetch_partition_sources(
-    source, layout: StorageLayout, release: str, pixel: int, margin_arcsec: float
+    source,
+    layout: StorageLayout,
+    release: str,
+    pixel: int,
+    margin_arcsec: float,
+    policy: RetryPolicy | None = None,
 ) -> StepResult:
     """Fetch the sweeps covering ``pixel`` + margin and write the sources inside it.
 
@@ -66,7 +72,7 @@ def fetch_partition_sources(
     boxes = sweeps_for_pixel(pixel, margin_arcsec)
     n_files = 0
     for region, ra_min, dec_min in boxes:
-        cached = source.fetch_sweep(layout, region, ra_min, dec_min)
+        cached = source.fetch_sweep(layout, region, ra_min, dec_min, policy=policy)
         if cached is None:
             log.info(
                 "sources %s-%d: no sweep %s %d %d (not covered)",

@@ -11,6 +11,7 @@ from astroclip_core import fsio
 from astroclip_core.formats.desi import read_coadd_arrays
 from astroclip_core.ingest.catalog import partition_targets
 from astroclip_core.ingest.stage import StepResult, write_interim
+from astroclip_core.sources.http import RetryPolicy
 from astroclip_core.storage import StorageLayout
 from astroclip_core.tables.schemas import encode_blob
 
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 STAGE = "spectra"
 
 
-def fetch_partition_spectra(source, layout: StorageLayout, pixel: int) -> StepResult:
+def fetch_partition_spectra(
+    source, layout: StorageLayout, pixel: int, policy: RetryPolicy | None = None
+) -> StepResult:
     """Download the needed coadds of one pixel, merge arms, write ``interim/spectra``.
 
     Targets are grouped by (survey, program, nside-64 HEALPIX) from the catalogue, so each
@@ -39,7 +42,7 @@ def fetch_partition_spectra(source, layout: StorageLayout, pixel: int) -> StepRe
     groups = sorted(set(keys.tolist()))
     for i, (survey, program, hpix) in enumerate(groups, 1):
         want = tids[(keys.survey == survey) & (keys.program == program) & (keys.healpix == hpix)]
-        cached = source.fetch_coadd(layout, survey, program, int(hpix))
+        cached = source.fetch_coadd(layout, survey, program, int(hpix), policy=policy)
         with fsio.local_copy(cached) as path:
             arrays = read_coadd_arrays(path, targetids=want)
         parts.append((arrays.targetid, arrays.flux, arrays.ivar, arrays.mask))

@@ -60,32 +60,29 @@ def _valid(batch: PairArrays) -> torch.Tensor:
     return torch.from_numpy((batch.mask == 0) & (batch.ivar > 0))
 
 
-def random_crop(image: torch.Tensor, size_pix: int, gen: torch.Generator) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, size, size), each sample at its own random offset (one gather)."""
-    b, c, h, w = image.shape
-    oy = torch.randint(0, h - size_pix + 1, (b,), generator=gen)
-    ox = torch.randint(0, w - size_pix + 1, (b,), generator=gen)
-    ar = torch.arange(size_pix)
-    rows = (oy[:, None] + ar)[:, None, :, None]  # (B, 1, S, 1)
-    cols = (ox[:, None] + ar)[:, None, None, :]  # (B, 1, 1, S)
-    return image[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
-
-
-def flip_rotate(
-    image: torch.Tensor, gen: torch.Generator, flips: bool, rot90: bool
+def augment_images(
+    image: torch.Tensor, size_pix: int, config: AugmentConfig, gen: torch.Generator
 ) -> torch.Tensor:
-    """Per-sample random horizontal flip and rotation by k * 90 degrees of (B, C, S, S)."""
-    out = image
-    if flips:
-        flip = torch.rand(len(image), generator=gen) < 0.5
-        out = torch.where(flip[:, None, None, None], out.flip(-1), out)
-    if rot90:
-        k = torch.randint(0, 4, (len(image),), generator=gen)
-        rotated = out.clone()
-        for quarter in (1, 2, 3):
-            sel = torch.nonzero(k == quarter).squeeze(1)
-            rotated[sel] = torch.rot90(out[sel], quarter, dims=(-2, -1))
-        out = rotated
+    """(B, C, H, W) -> (B, C, size, size): per-sample random crop, flip and 90-degree turn.
+
+    The random choices are drawn for the whole batch at once; each sample is then one view
+    (slice, flip, rot90) copied into the output. On CPU these B slice copies are ~10x faster
+    than a batched advanced-index gather of the crops, and they make one copy in total.
+    """
+    b, _c, h, w = image.shape
+    if config.random_crop:
+        oy = torch.randint(0, h - size_pix + 1, (b,), generator=gen).tolist()
+        ox = torch.randint(0, w - size_pix + 1, (b,), generator=gen).tolist()
+    else:
+        oy, ox = [(h - size_pix) // 2] * b, [(w - size_pix) // 2] * b
+    flip = (torch.rand(b, generator=gen) < 0.5).tolist() if config.flips else [False] * b
+    turns = torch.randint(0, 4, (b,), generator=gen).tolist() if config.rot90 else [0] * b
+    out = image.new_empty((b, image.shape[1], size_pix, size_pix))
+    for i in range(b):
+        view = image[i, :, oy[i] : oy[i] + size_pix, ox[i] : ox[i] + size_pix]
+        if flip[i]:
+            view = view.flip(-1)
+        out[i] = torch.rot90(view, turns[i], dims=(-2, -1)) if turns[i] else view
     return out
 
 
@@ -93,19 +90,14 @@ def train_inputs(
     batch: PairArrays, crop_pix: int, config: AugmentConfig, gen: torch.Generator
 ) -> ModelInputs:
     """Augmented model inputs of a training batch (CPU tensors)."""
-    image = torch.from_numpy(batch.image)
-    if config.random_crop:
-        image = random_crop(image, crop_pix, gen)
-    else:
-        image = centre_crop(image, crop_pix)
-    image = flip_rotate(image, gen, config.flips, config.rot90)
+    image = augment_images(torch.from_numpy(batch.image), crop_pix, config, gen)
     ivar = torch.from_numpy(batch.ivar)
     flux = torch.from_numpy(batch.flux)
     if config.spectrum_noise_scale > 0:
         sigma = torch.where(ivar > 0, ivar.clamp_min(1e-30).rsqrt(), torch.zeros(()))
         noise = torch.randn(flux.shape, generator=gen)
         flux = flux + config.spectrum_noise_scale * sigma * noise
-    return ModelInputs(image_nmgy=image.contiguous(), flux=flux, valid=_valid(batch))
+    return ModelInputs(image_nmgy=image, flux=flux, valid=_valid(batch))
 
 
 def eval_inputs(batch: PairArrays, crop_pix: int) -> ModelInputs:

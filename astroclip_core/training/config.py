@@ -41,6 +41,7 @@ class TrainConfig:
     resume: bool = True
     log_every: int = 10
     shuffle_window_rows: int = 2048
+    cache_max_gb: float = 4.0  # keep decoded files in memory across epochs when they fit
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     stop_after_steps: int | None = None
 

@@ -128,6 +128,7 @@ def _setup(config: TrainConfig, info: DistInfo, paths: dict[str, str]) -> _Run:
         rank=info.rank,
         world_size=info.world_size,
         shuffle_window_rows=config.shuffle_window_rows,
+        cache_max_bytes=int(config.cache_max_gb * 2**30),
     )
     if config.steps is not None:
         total_steps = config.steps

@@ -1,0 +1,175 @@
+"""The Dagster graph on the tiny sample sky: catalogue -> pairs -> Hugging Face dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import astropy.units as u
+import dagster as dg
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from astropy.coordinates import SkyCoord
+
+from astroclip_core.samplesky.service import truth_path
+from astroclip_core.storage import StorageLayout
+from astroclip_core.tables.schemas import PAIRS_SCHEMA, decode_blob
+from astroclip_core.tables.splits import split_of
+from pipelines import ingest
+from pipelines.runner import RunOptions, _materialize, run_all
+from tests.pipeline_support import make_tiny_sky, read_pairs_folder, resources
+
+
+@pytest.fixture(scope="module")
+def etl(tmp_path_factory):
+    """One ETL run of release edr on the tiny sky, recorded in a real (SQLite) instance."""
+    base = tmp_path_factory.mktemp("etl")
+    sky = make_tiny_sky(base / "sky", ["edr"])
+    storage = str(base / "storage")
+    res = resources(storage, sky)
+    (base / "dagster_home").mkdir()
+    with dg.DagsterInstance.local_temp(str(base / "dagster_home")) as instance:
+        summary = run_all(RunOptions(release="edr", skip_training=True), res, instance)
+        yield {
+            "instance": instance,
+            "layout": StorageLayout(storage),
+            "sky": sky,
+            "summary": summary,
+            "resources": res,
+        }
+
+
+def _latest_metadata(instance: dg.DagsterInstance, key: str, partition: str) -> dict:
+    event = instance.get_latest_materialization_event(dg.AssetKey(key))
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1
+    ).records
+    assert records, f"{key} {partition} was never materialized"
+    assert event is not None
+    return records[0].asset_materialization.metadata
+
+
+def test_partitions_registered_from_catalogue(etl):
+    instance = etl["instance"]
+    assert instance.get_dynamic_partitions("releases") == ["edr"]
+    assert etl["summary"].partitions == ["edr-1703"]
+    md = _latest_metadata(instance, "release_catalog", "edr")
+    assert md["n_selected"].value > 0
+    cuts = md["selection_cuts"].value
+    for cut in ("spectype", "zwarn", "deltachi2", "objtype", "fiberstatus", "primary"):
+        assert cut in cut.lower() and cut in cuts.lower()
+
+
+def test_pairs_checks_passed_and_metadata(etl):
+    instance = etl["instance"]
+    checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("pairs"), name) for name in ingest.PAIRS_CHECKS]
+    )
+    assert len(checks) == len(ingest.PAIRS_CHECKS)
+    for key, record in checks.items():
+        evaluation = record.event.dagster_event.event_specific_data
+        assert evaluation.passed, f"{key.name}: {evaluation.metadata}"
+    md = _latest_metadata(instance, "crossmatch", "edr-1703")
+    assert md["matched"].value > 0 and "separation_histogram" in md
+    assert md["position_id_agreement_rate"].value > 0.95
+    pairs_md = _latest_metadata(instance, "pairs", "edr-1703")
+    assert pairs_md["size_bytes"].value > 0 and "sample_pairs" in pairs_md and "schema" in pairs_md
+
+
+def test_match_completeness_and_purity_against_truth(etl):
+    layout, sky = etl["layout"], etl["sky"]
+    pairs = read_pairs_folder(layout.pairs_dir("edr"))
+    truth = pq.read_table(truth_path(sky, "edr"))
+    truth = truth.filter(
+        pc.and_(truth.column("is_clean_galaxy"), pc.is_valid(truth.column("objid")))
+    )
+    t = {
+        r["targetid"]: r
+        for r in truth.select(
+            ["targetid", "target_ra", "target_dec", "ls_ra", "ls_dec", "brickid", "objid"]
+        ).to_pylist()
+    }
+    sep = (
+        SkyCoord(
+            [r["target_ra"] for r in t.values()] * u.deg,
+            [r["target_dec"] for r in t.values()] * u.deg,
+        )
+        .separation(
+            SkyCoord(
+                [r["ls_ra"] for r in t.values()] * u.deg, [r["ls_dec"] for r in t.values()] * u.deg
+            )
+        )
+        .arcsec
+    )
+    true_pairs = {tid for tid, s in zip(t, sep, strict=True) if s <= 1.0}
+    found = {
+        r["targetid"]: (r["brickid"], r["objid"])
+        for r in pairs.select(["targetid", "brickid", "objid"]).to_pylist()
+    }
+    correct = {
+        tid
+        for tid, key in found.items()
+        if tid in t and key == (t[tid]["brickid"], t[tid]["objid"])
+    }
+    completeness = len(correct & true_pairs) / len(true_pairs)
+    purity = len(correct) / len(found)
+    assert len(true_pairs) > 30
+    assert completeness >= 0.99, completeness
+    assert purity >= 0.99, purity
+
+
+def test_pairs_readable_by_polars_duckdb_pyarrow(etl):
+    folder = etl["layout"].pairs_dir("edr")
+    arrow = read_pairs_folder(folder)
+    assert arrow.num_rows > 0
+    assert decode_blob("image", arrow.column("image")).shape[1:] == (3, 152, 152)
+    lazy = pl.scan_parquet(f"{folder}/**/*.parquet", hive_partitioning=True)
+    df = lazy.select("targetid", "healpix", "z").collect()
+    assert sorted(df["targetid"].to_list()) == arrow.column("targetid").to_pylist()
+    assert set(df["healpix"].to_list()) == {1703}
+    n, width = duckdb.sql(
+        f"SELECT count(*), min(octet_length(image)) FROM read_parquet('{folder}/*/*.parquet', "
+        "hive_partitioning = true)"
+    ).fetchall()[0]
+    assert n == arrow.num_rows and width == 3 * 152 * 152 * 4
+    assert (
+        pq.read_schema(f"{folder}/healpix=1703/part-0.parquet").field("flux").type
+        == PAIRS_SCHEMA.field("flux").type
+    )
+
+
+def test_hf_dataset_loads_offline_and_equals_pairs(etl, monkeypatch):
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    layout = etl["layout"]
+    pairs = read_pairs_folder(layout.pairs_dir("edr"))
+    ds = datasets.load_dataset(layout.hf_dir("edr"))
+    got = sorted(list(ds["train"]["targetid"]) + list(ds["test"]["targetid"]))
+    assert got == pairs.column("targetid").to_pylist()
+    expect_split = dict(
+        zip(
+            pairs.column("targetid").to_pylist(),
+            split_of(pairs.column("targetid").to_numpy()),
+            strict=True,
+        )
+    )
+    assert all(expect_split[t] == "test" for t in list(ds["test"]["targetid"]))
+    row = ds["train"].with_format("numpy")[0]
+    i = pairs.column("targetid").to_pylist().index(int(row["targetid"]))
+    np.testing.assert_array_equal(row["image"], decode_blob("image", pairs.column("image"))[i])
+    np.testing.assert_array_equal(row["flux"], decode_blob("flux", pairs.column("flux"))[i])
+
+
+def test_rematerializing_pairs_replaces_the_file(etl):
+    layout = etl["layout"]
+    path = layout.pairs_file("edr", 1703)
+    before = open(path, "rb").read()
+    _materialize(etl["instance"], [ingest.pairs], "edr-1703", etl["resources"])
+    files = list(Path(layout.pairs_dir("edr")).rglob("*"))
+    assert [f.name for f in files if f.is_file()] == ["part-0.parquet"]
+    assert open(path, "rb").read() == before
