@@ -178,7 +178,11 @@ def run(rows: int, batch: int, repeats: int) -> None:
             order = np.random.default_rng(0).permutation(len(ds)) if shuffled else None
             n = 0
             for start in range(0, len(ds) - batch + 1, batch):
-                rows_ = order[start : start + batch].tolist() if shuffled else slice(start, start + batch)
+                rows_ = (
+                    order[start : start + batch].tolist()
+                    if shuffled
+                    else slice(start, start + batch)
+                )
                 out = ds[rows_]
                 n += len(out["image"])
             return n
@@ -200,15 +204,21 @@ def run(rows: int, batch: int, repeats: int) -> None:
             "datasets torch, contiguous": best_rate(lambda: hf(False), repeats),
             "datasets torch, shuffled": best_rate(lambda: hf(True), repeats),
             "read+decode fixed-size binary": best_rate(lambda: decode(files[0], True), repeats),
-            "read+decode fixed-size list": best_rate(lambda: decode(str(list_path), False), repeats),
+            "read+decode fixed-size list": best_rate(
+                lambda: decode(str(list_path), False), repeats
+            ),
         }
     print(f"{rows} pairs, batch {batch}, best of {repeats}, one core ({where})")
     for name, rate in figures.items():
         print(f"  {name:<32} {rate:>9,.0f} pairs/s")
     ours_rate = figures["ours -> tensors"]
     print(f"ours / 5,000 goal                   {ours_rate / 5000:6.2f}x")
-    print(f"ours / datasets contiguous          {ours_rate / figures['datasets torch, contiguous']:6.2f}x (goal >= 1.5)")
-    print(f"ours / datasets shuffled            {ours_rate / figures['datasets torch, shuffled']:6.2f}x")
+    print(
+        f"ours / datasets contiguous          {ours_rate / figures['datasets torch, contiguous']:6.2f}x (goal >= 1.5)"
+    )
+    print(
+        f"ours / datasets shuffled            {ours_rate / figures['datasets torch, shuffled']:6.2f}x"
+    )
     ratio = figures["read+decode fixed-size binary"] / figures["read+decode fixed-size list"]
     print(f"fixed-size binary / fixed-size list {ratio:6.2f}x")
 

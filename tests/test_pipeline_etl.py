@@ -168,8 +168,8 @@ def test_hf_dataset_loads_offline_and_equals_pairs(etl, monkeypatch):
 def test_rematerializing_pairs_replaces_the_file(etl):
     layout = etl["layout"]
     path = layout.pairs_file("edr", 1703)
-    before = open(path, "rb").read()
+    before = Path(path).read_bytes()
     _materialize(etl["instance"], [ingest.pairs], "edr-1703", etl["resources"])
     files = list(Path(layout.pairs_dir("edr")).rglob("*"))
     assert [f.name for f in files if f.is_file()] == ["part-0.parquet"]
-    assert open(path, "rb").read() == before
+    assert Path(path).read_bytes() == before

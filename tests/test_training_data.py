@@ -22,8 +22,8 @@ from astroclip_core.training.augment import (
 from astroclip_core.training.data import (
     PairArrays,
     PairsLoader,
-    decode_pairs,
     build_index,
+    decode_pairs,
     list_pairs_files,
     read_pairs_file,
 )
@@ -99,7 +99,10 @@ def test_non_finite_pixels_raise_naming_the_file(tmp_path) -> None:
     flux = np.zeros((4, 7781), dtype=np.float32)
     flux[1, 10] = np.nan
     path = tmp_path / "bad.parquet"
-    pq.write_table(table.set_column(table.schema.get_field_index("flux"), "flux", encode_blob("flux", flux)), path)
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("flux"), "flux", encode_blob("flux", flux)),
+        path,
+    )
     with pytest.raises(FormatError, match="bad.parquet.*non-finite"):
         read_pairs_file(str(path))
 

@@ -50,4 +50,9 @@ def test_two_process_ddp_keeps_ranks_in_sync(tmp_path) -> None:
     model = load_model(str(tmp_path / "run" / "model.pt"))
     saved = sum(float(p.detach().double().square().sum()) for p in model.parameters())
     assert abs(saved - reports[0]["rank_weight_checksums"][0]) < 1e-9 * max(saved, 1.0)
-    assert pq.read_table(tmp_path / "run" / "history.parquet").column("step").to_pylist() == [1, 2, 3, 4]
+    assert pq.read_table(tmp_path / "run" / "history.parquet").column("step").to_pylist() == [
+        1,
+        2,
+        3,
+        4,
+    ]

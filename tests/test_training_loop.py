@@ -64,7 +64,10 @@ def test_run_writes_its_outputs(pairs_dir, tmp_path) -> None:
     assert result.final_loss == pytest.approx(history["loss"][-1])
     assert json.loads(Path(result.paths["config"]).read_text())["steps"] == 8
     assert Path(result.paths["loss_curve"]).read_bytes()[:4] == b"\x89PNG"
-    assert result.n_params_total == result.n_params_image + result.n_params_spectrum + result.n_params_heads
+    assert (
+        result.n_params_total
+        == result.n_params_image + result.n_params_spectrum + result.n_params_heads
+    )
     lrs = history["lr"]
     assert lrs[0] < lrs[1] and lrs[-1] < max(lrs)  # warmup, then cosine decay
 
@@ -138,6 +141,8 @@ def test_tiny_learns_to_align_the_synthetic_pairs(tmp_path) -> None:
     # image -> spectrum retrieval among the ~200 train pairs; by chance the true spectrum's
     # median rank is N/2 and top-10 recall is 10/N
     n = len(arrays)
-    rank_of_true = (image_emb @ spectrum_emb.T > np.sum(image_emb * spectrum_emb, 1)[:, None]).sum(1)
+    rank_of_true = (image_emb @ spectrum_emb.T > np.sum(image_emb * spectrum_emb, 1)[:, None]).sum(
+        1
+    )
     assert np.median(rank_of_true) < 0.35 * n
     assert np.mean(rank_of_true < 10) > 1.5 * 10 / n

@@ -65,7 +65,9 @@ class AstroClipModel(nn.Module):
         """(B, L), (B, L) -> (B, D) L2-normalised."""
         return F.normalize(self.spectrum_features(flux, valid).float(), dim=-1)
 
-    def forward(self, image_nmgy: torch.Tensor, flux: torch.Tensor, valid: torch.Tensor) -> LossTerms:
+    def forward(
+        self, image_nmgy: torch.Tensor, flux: torch.Tensor, valid: torch.Tensor
+    ) -> LossTerms:
         """Loss terms of one batch of pairs (row i of each input is the same galaxy)."""
         return self.loss(self.image_features(image_nmgy), self.spectrum_features(flux, valid))
 

@@ -5,13 +5,14 @@ A :class:`ModelConfig` fully describes an architecture; :data:`PRESETS` names th
 =======  ==============================================  ===================================
 preset   image ViT / spectrum transformer / embedding     meant for
 =======  ==============================================  ===================================
-tiny     96w x3 (36 tokens) / 96w x3 (131 tokens) / 128   two CPU cores, minutes
+tiny     96w x3 (36 tokens) / 96w x3 (130 tokens) / 128   two CPU cores, minutes
 base     384w x12 (144 tokens) / 512w x6 (779) / 512      one GPU
 paper    1024w x24 (144 tokens) / 768w x6 (779) / 1024    AstroCLIP's size (ViT-L/12), GPUs
 =======  ==============================================  ===================================
 
 ``expected_params_m`` is what :func:`astroclip_core.model.clip.count_parameters` gives for the
-built model (checked by ``tests/test_model_presets.py``); ``describe_presets()`` prints it.
+built model (checked by ``tests/test_model_presets.py``); ``describe_presets()`` returns the
+table as text (``python -m astroclip_core.model`` prints it).
 """
 
 from __future__ import annotations
@@ -123,7 +124,9 @@ class ModelConfig:
     def from_dict(cls, data: dict) -> ModelConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError`` naming them."""
         image = dict(data["image"])
-        image["band_scales_nmgy"] = tuple(image.get("band_scales_nmgy", LEGACY_SURVEY_BAND_SCALES_NMGY))
+        image["band_scales_nmgy"] = tuple(
+            image.get("band_scales_nmgy", LEGACY_SURVEY_BAND_SCALES_NMGY)
+        )
         return cls(
             image=ImageEncoderConfig(**image),
             spectrum=SpectrumEncoderConfig(**data["spectrum"]),

@@ -58,10 +58,12 @@ class ContrastiveLoss(nn.Module):
                 f"embeddings must both be (B, D), got {tuple(image_emb.shape)} and "
                 f"{tuple(spectrum_emb.shape)}"
             )
-        im = F.normalize(image_emb.float(), dim=-1)
-        sp = F.normalize(spectrum_emb.float(), dim=-1)
-        scale = self.logit_scale()
-        logits = scale * im @ sp.T  # (B, B): row i = image i against every spectrum
+        # fp32 logits even under bf16 autocast: the softmax over B needs the precision
+        with torch.autocast(device_type=image_emb.device.type, enabled=False):
+            im = F.normalize(image_emb.float(), dim=-1)
+            sp = F.normalize(spectrum_emb.float(), dim=-1)
+            scale = self.logit_scale().float()
+            logits = scale * im @ sp.T  # (B, B): row i = image i against every spectrum
         target = torch.arange(len(im), device=im.device)
         loss_i2s = F.cross_entropy(logits, target)
         loss_s2i = F.cross_entropy(logits.T, target)

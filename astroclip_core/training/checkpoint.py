@@ -53,7 +53,9 @@ def load_checkpoint(url: str) -> TrainState | None:
         return None
     payload = torch.load(io.BytesIO(read_bytes(url)), map_location="cpu", weights_only=False)
     if payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{url}: checkpoint format {payload.get('format')!r} is not {CHECKPOINT_FORMAT}")
+        raise ValueError(
+            f"{url}: checkpoint format {payload.get('format')!r} is not {CHECKPOINT_FORMAT}"
+        )
     del payload["format"]
     return TrainState(**payload)
 
@@ -73,7 +75,9 @@ def load_model(url: str, device: str | torch.device = "cpu") -> AstroClipModel:
     """Rebuild a model saved by :func:`save_model`, in eval mode on ``device``."""
     payload = torch.load(io.BytesIO(read_bytes(url)), map_location="cpu", weights_only=True)
     if payload.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{url}: model file format {payload.get('format')!r} is not {MODEL_FORMAT}")
+        raise ValueError(
+            f"{url}: model file format {payload.get('format')!r} is not {MODEL_FORMAT}"
+        )
     model = AstroClipModel(ModelConfig.from_dict(payload["model_config"]))
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval()

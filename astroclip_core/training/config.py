@@ -18,7 +18,9 @@ class TrainConfig:
     list; only ``split == 'train'`` rows are used. Length: ``steps``, or ``epochs`` (steps =
     epochs x batches per epoch). ``batch_size`` is per rank; under DDP the global batch is
     batch_size x world_size. ``stop_after_steps`` ends the process early as if killed after
-    that step's checkpoint (a test hook; the run resumes to ``steps``).
+    that step's checkpoint (a test hook; the run resumes to ``steps``). History rows average
+    the steps since the previous row; make ``checkpoint_every`` a multiple of ``log_every`` so
+    that a resumed run's rows equal an uninterrupted run's.
     """
 
     out_dir: str

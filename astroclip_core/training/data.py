@@ -74,11 +74,6 @@ def decode_pairs(table: pa.Table, source: str = "<table>") -> PairArrays:
     return arrays
 
 
-def concat_pairs(parts: Sequence[PairArrays]) -> PairArrays:
-    """Concatenate decoded pairs along rows."""
-    return PairArrays(*(np.concatenate([getattr(p, c) for p in parts]) for c in PAIR_COLUMNS))
-
-
 def list_pairs_files(pairs_dir: str) -> list[str]:
     """All ``*.parquet`` files under a hive folder (local path or fsspec URL), sorted."""
     fs, root = filesystem(pairs_dir)
@@ -219,7 +214,9 @@ class PairsLoader:
             + np.arange(self.batch_size)[None, :]
         )
         last_use = np.full(len(self.index.files), -1)
-        np.maximum.at(last_use, files[mine].ravel(), np.repeat(np.arange(n_batches), self.batch_size))
+        np.maximum.at(
+            last_use, files[mine].ravel(), np.repeat(np.arange(n_batches), self.batch_size)
+        )
         cache = self._cache if self.keep_all else {}
         for b in range(start_batch, n_batches):
             f, r = files[mine[b]], rows[mine[b]]

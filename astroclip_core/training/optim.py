@@ -9,11 +9,14 @@ from torch import nn
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW; biases, norms, embeddings/queries and the logit scale (params < 2-D) get no decay."""
+    """AdamW; matrices decay, while biases, norms, the logit scale (all < 2-D), position
+    embeddings and the heads' learned queries do not."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (decay if param.ndim >= 2 and "pos_embed" not in name else no_decay).append(param)
+            (
+                decay if param.ndim >= 2 and not name.endswith(("pos_embed", "query")) else no_decay
+            ).append(param)
     groups = [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

@@ -56,4 +56,3 @@ def write_loss_curve(url: str, history: list[dict], batch_size: int) -> None:
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     atomic_write_bytes(url, buf.getvalue())
-

@@ -22,8 +22,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from astroclip_core.fsio import atomic_write_bytes, read_bytes
 from astroclip_core.model.clip import AstroClipModel, build_model, resolve_model_config
-from astroclip_core.training.augment import batch_generator, train_inputs
-from astroclip_core.training.checkpoint import TrainState, load_checkpoint, save_checkpoint, save_model
+from astroclip_core.training.augment import ModelInputs, batch_generator, train_inputs
+from astroclip_core.training.checkpoint import (
+    TrainState,
+    load_checkpoint,
+    save_checkpoint,
+    save_model,
+)
 from astroclip_core.training.config import TrainConfig, TrainResult
 from astroclip_core.training.data import PairsLoader, build_index, list_pairs_files
 from astroclip_core.training.distributed import (
@@ -150,7 +155,11 @@ def _setup(config: TrainConfig, info: DistInfo, paths: dict[str, str]) -> _Run:
 def _restore(run: _Run, state: TrainState, config: TrainConfig, url: str) -> None:
     saved_model = state.config["model"]
     wanted = resolve_model_config(config.model).to_dict()
-    saved = saved_model if isinstance(saved_model, dict) else resolve_model_config(saved_model).to_dict()
+    saved = (
+        saved_model
+        if isinstance(saved_model, dict)
+        else resolve_model_config(saved_model).to_dict()
+    )
     if json.dumps(saved, sort_keys=True) != json.dumps(wanted, sort_keys=True):
         raise ValueError(f"{url}: checkpoint was trained with a different model config")
     if state.step > run.total_steps:
@@ -187,6 +196,51 @@ def _batches(run: _Run):
         epoch, start = epoch + 1, 0
 
 
+def _step(run: _Run, inputs: ModelInputs, config: TrainConfig, autocast) -> torch.Tensor:
+    """One optimiser step; returns the (len(_LOGGED_TERMS),) float64 values to log."""
+    with autocast:
+        terms = run.ddp_model(inputs.image_nmgy, inputs.flux, inputs.valid)
+    run.optimizer.zero_grad(set_to_none=True)
+    terms.loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.step += 1
+    values = (terms.loss, terms.loss_i2s, terms.loss_s2i, terms.accuracy, terms.logit_scale)
+    return torch.stack([v.detach().double() for v in (*values, grad_norm)])
+
+
+class _Meter:
+    """Sums the logged terms over a log interval and turns them into one history row."""
+
+    def __init__(self, info: DistInfo, global_batch: int) -> None:
+        self.info = info
+        self.global_batch = global_batch
+        self.sums = torch.zeros(len(_LOGGED_TERMS), dtype=torch.float64, device=info.device)
+        self.n = 0
+        self.t0 = time.perf_counter()
+
+    def add(self, values: torch.Tensor) -> None:
+        """Accumulate one step (no device sync)."""
+        self.sums += values
+        self.n += 1
+
+    def row(self, run: _Run, lr: float) -> dict:
+        """Means over the interval (and over ranks), then reset."""
+        means = (mean_over_ranks(self.sums, self.info) / self.n).tolist()
+        now = time.perf_counter()
+        row = dict(zip(_LOGGED_TERMS, means, strict=True))
+        row.update(
+            step=run.step,
+            epoch=run.step / run.loader.batches_per_epoch,
+            lr=lr,
+            pairs_per_s=self.n * self.global_batch / (now - self.t0),
+        )
+        self.sums.zero_()
+        self.n, self.t0 = 0, now
+        return row
+
+
 def _loop(config: TrainConfig, info: DistInfo, run: _Run, paths: dict[str, str]) -> float:
     """Run the remaining steps; return the mean pairs/s (all ranks) of this process's steps."""
     crop = run.model.config.image.crop_pix
@@ -194,44 +248,25 @@ def _loop(config: TrainConfig, info: DistInfo, run: _Run, paths: dict[str, str])
         device_type=info.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"
     )
     global_batch = config.batch_size * info.world_size
-    sums = torch.zeros(len(_LOGGED_TERMS), dtype=torch.float64, device=info.device)
-    n_in_interval, t_interval = 0, time.perf_counter()
-    t_start, start_step = t_interval, run.step
+    meter = _Meter(info, global_batch)
+    t_start, start_step = time.perf_counter(), run.step
     batches = _batches(run)
     while run.step < run.total_steps:
         gen = batch_generator(config.seed, info.rank, run.step)
         inputs = train_inputs(next(batches), crop, config.augment, gen).to(info.device)
-        with autocast:
-            terms = run.ddp_model(inputs.image_nmgy, inputs.flux, inputs.valid)
-        run.optimizer.zero_grad(set_to_none=True)
-        terms.loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
         lr = run.scheduler.get_last_lr()[0]  # the rate this step uses
-        run.optimizer.step()
-        run.scheduler.step()
-        run.step += 1
-        values = (terms.loss, terms.loss_i2s, terms.loss_s2i, terms.accuracy, terms.logit_scale, grad_norm)
-        sums += torch.stack([v.detach().double() for v in values])
-        n_in_interval += 1
-        if run.step % config.log_every == 0 or run.step == run.total_steps:
-            means = (mean_over_ranks(sums, info) / n_in_interval).tolist()
-            now = time.perf_counter()
-            row = dict(zip(_LOGGED_TERMS, means, strict=True))
-            row.update(
-                step=run.step,
-                epoch=run.step / run.loader.batches_per_epoch,
-                lr=lr,
-                pairs_per_s=n_in_interval * global_batch / (now - t_interval),
-            )
+        meter.add(_step(run, inputs, config, autocast))
+        last = run.step == run.total_steps
+        if run.step % config.log_every == 0 or last:
+            row = meter.row(run, lr)
             run.history.append(row)
             if info.is_main:
-                log.info("step %d/%d loss %.4f acc %.3f %.1f pairs/s", run.step,
-                         run.total_steps, row["loss"], row["accuracy"], row["pairs_per_s"])
-            sums.zero_()
-            n_in_interval, t_interval = 0, now
-        if run.step % config.checkpoint_every == 0 or run.step == run.total_steps:
-            if info.is_main:
-                save_checkpoint(paths["checkpoint"], _state(run, config))
+                log.info(
+                    "step %d/%d loss %.4f acc %.3f %.1f pairs/s",
+                    *(run.step, run.total_steps, row["loss"], row["accuracy"], row["pairs_per_s"]),
+                )
+        if info.is_main and (run.step % config.checkpoint_every == 0 or last):
+            save_checkpoint(paths["checkpoint"], _state(run, config))
         if config.stop_after_steps is not None and run.step >= config.stop_after_steps:
             break
     steps_done = run.step - start_step
@@ -247,9 +282,17 @@ def cli(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = TrainConfig.from_dict(json.loads(read_bytes(args[0])))
     result = main(config)
-    print(json.dumps({"steps": result.steps, "final_loss": result.final_loss,
-                      "pairs_per_s": result.pairs_per_s, "world_size": result.world_size,
-                      "rank_weight_checksums": list(result.rank_weight_checksums)}))
+    print(
+        json.dumps(
+            {
+                "steps": result.steps,
+                "final_loss": result.final_loss,
+                "pairs_per_s": result.pairs_per_s,
+                "world_size": result.world_size,
+                "rank_weight_checksums": list(result.rank_weight_checksums),
+            }
+        )
+    )
     return 0
 
 
