@@ -91,7 +91,39 @@ def register_sample_sky(subparsers: argparse._SubParsersAction) -> None:
     prev.set_defaults(func=_sample_sky_preview)
 
 
-BUILTIN_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (register_sample_sky,)
+def register_search(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``astroclip search`` (nearest neighbours in the embedding tables)."""
+    from astroclip_core.search import add_search_arguments, search_command
+
+    p = subparsers.add_parser(
+        "search",
+        help="nearest neighbours of a galaxy in the embedding tables",
+        description="Find the k nearest neighbours of a TARGETID within one modality or across "
+        "modalities (image query -> spectrum bank and the reverse); print them as a table and "
+        "optionally write a PNG.",
+    )
+    add_search_arguments(p)
+    p.set_defaults(func=search_command)
+
+
+def register_presets(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``astroclip presets`` (the model presets and their parameter counts)."""
+    p = subparsers.add_parser("presets", help="list the model presets with parameter counts")
+    p.set_defaults(func=_presets)
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from astroclip_core.model.config import describe_presets
+
+    print(describe_presets())
+    return 0
+
+
+BUILTIN_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    register_sample_sky,
+    register_search,
+    register_presets,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ config, since they share the imaging sky; asking for another seed or size raises
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 from astroclip_core.releases import release_from_name
@@ -49,13 +50,18 @@ def ensure_published(
     """
     root = Path(root)
     cfg: SampleSkyConfig = preset(size, seed=seed)
-    if (root / MANIFEST_NAME).exists() and read_manifest(root) != cfg:
-        raise ValueError(
-            f"{root}: holds a sample sky generated with another config than size={size!r} "
-            f"seed={cfg.seed}; use another folder or delete this one"
-        )
-    missing = [name for name in releases if not is_published(root, name)]
-    return generate(root, cfg, missing) if missing else None
+    root.mkdir(parents=True, exist_ok=True)
+    # Several Dagster step processes may start at once on a fresh machine: one generates,
+    # the others wait on the lock and then find the releases published.
+    with open(root / ".generate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (root / MANIFEST_NAME).exists() and read_manifest(root) != cfg:
+            raise ValueError(
+                f"{root}: holds a sample sky generated with another config than size={size!r} "
+                f"seed={cfg.seed}; use another folder or delete this one"
+            )
+        missing = [name for name in releases if not is_published(root, name)]
+        return generate(root, cfg, missing) if missing else None
 
 
 def start_server(root: Path | str) -> SampleSkyServer:
