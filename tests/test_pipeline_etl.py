@@ -173,3 +173,32 @@ def test_rematerializing_pairs_replaces_the_file(etl):
     files = list(Path(layout.pairs_dir("edr")).rglob("*"))
     assert [f.name for f in files if f.is_file()] == ["part-0.parquet"]
     assert Path(path).read_bytes() == before
+
+
+def test_hf_dataset_asset_pushes_without_leaking_the_token(etl, monkeypatch, capsys):
+    import secrets
+
+    import huggingface_hub
+    from fake_hub import FakeHub
+    from huggingface_hub.utils import _detect_agent
+
+    from pipelines import publish
+
+    token = f"hf_{secrets.token_hex(16)}"
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(_detect_agent, "_registry", _detect_agent._EMPTY_REGISTRY)
+    instance = etl["instance"]
+    with FakeHub(token) as hub:
+        monkeypatch.setenv("HF_REPO_ID", "astroclip/pairs-edr")
+        monkeypatch.setenv("HF_TOKEN", token)
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        _materialize(instance, [publish.hf_dataset], "edr", etl["resources"])
+        assert set(hub.repos["astroclip/pairs-edr"]) >= {"README.md"}
+        assert {r.authorization for r in hub.requests} == {f"Bearer {token}"}
+    md = _latest_metadata(instance, "hf_dataset", "edr")
+    assert md["pushed"].value is True
+    run_id = instance.get_runs(limit=1)[0].run_id
+    logs = "\n".join(str(e) for e in instance.all_logs(run_id))
+    assert "hf_dataset" in logs and token not in logs
+    assert token not in str(md) and token not in capsys.readouterr().out
