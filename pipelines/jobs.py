@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-
 catalog_job = dg.define_asset_job(
     "catalog_job",
     selection=dg.AssetSelection.assets("release_catalog"),
