@@ -202,3 +202,61 @@ def test_hf_dataset_asset_pushes_without_leaking_the_token(etl, monkeypatch, cap
     logs = "\n".join(str(e) for e in instance.all_logs(run_id))
     assert "hf_dataset" in logs and token not in logs
     assert token not in str(md) and token not in capsys.readouterr().out
+
+
+def test_learning_stages_write_model_embeddings_and_report(etl):
+    """contrastive_model -> embeddings -> evaluation on the tiny sky (a few steps, CPU)."""
+    import json
+
+    from pipelines import evaluation, training
+
+    instance, res, layout = etl["instance"], etl["resources"], etl["layout"]
+    config = {
+        "ops": {
+            "contrastive_model": {
+                "config": {"steps": 6, "batch_size": 16, "device": "cpu", "fresh": True}
+            }
+        }
+    }
+    _materialize(instance, [training.contrastive_model], "edr", res, config)
+    md = _latest_metadata(instance, "contrastive_model", "edr")
+    assert md["params_total"].value > 0 and md["device"].value == "cpu"
+    assert "loss_curve" in md and md["steps"].value == 6
+    _materialize(instance, [training.embeddings], "edr-1703", res)
+    _materialize(instance, [evaluation.evaluation], "edr", res)
+
+    folder = layout.embeddings_dir("edr", "tiny-v1")
+    pairs = read_pairs_folder(layout.pairs_dir("edr"))
+    arrow = read_pairs_folder(folder)
+    assert arrow.column("targetid").to_pylist() == pairs.column("targetid").to_pylist()
+    dim = arrow.schema.field("image_embedding").type.list_size
+    vectors = np.stack(arrow.column("image_embedding").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    df = pl.scan_parquet(f"{folder}/**/*.parquet", hive_partitioning=True).collect()
+    assert df.height == arrow.num_rows and df["spectrum_embedding"].dtype.size == dim
+    n, d = duckdb.sql(
+        f"SELECT count(*), max(len(image_embedding)) FROM read_parquet('{folder}/*/*.parquet', "
+        "hive_partitioning = true)"
+    ).fetchall()[0]
+    assert (n, d) == (arrow.num_rows, dim)
+
+    report = json.loads(Path(layout.report_dir("edr", "tiny-v1"), "evaluation.json").read_text())
+    for key in (
+        "n_train",
+        "n_test",
+        "redshift.image.r2",
+        "redshift.spectrum.r2",
+        "redshift.photometry.r2",
+        "redshift.image_to_spectrum.r2",
+        "redshift.image.sigma_nmad",
+        "redshift.image.outlier_fraction",
+        "log_mstar.image.r2",
+        "log_ssfr.spectrum.r2",
+        "metallicity.photometry.r2",
+        "retrieval.image_to_spectrum.recall_at_1",
+        "retrieval.spectrum_to_image.median_rank",
+    ):
+        assert key in report, key
+    assert report["n_train"] + report["n_test"] == pairs.num_rows
+    eval_md = _latest_metadata(instance, "evaluation", "edr")
+    assert any(k.startswith("pca") for k in eval_md)
