@@ -28,7 +28,7 @@ class RunOptions:
     """What the main job materializes and how long it trains."""
 
     release: str = "edr"
-    train_steps: int = 600
+    train_steps: int = 1200
     preset: str = "tiny"
     batch_size: int = 64
     device: str = "auto"

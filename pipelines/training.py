@@ -20,7 +20,7 @@ class TrainingConfig(dg.Config):
 
     preset: str = Field(default="tiny", description="Model preset: tiny, base or paper.")
     run: str = Field(default="v1", description="Run name; the model is '<preset>-<run>'.")
-    steps: int = Field(default=600, description="Optimiser steps.")
+    steps: int = Field(default=1200, description="Optimiser steps.")
     batch_size: int = Field(default=64, description="Pairs per step (per rank).")
     lr: float = Field(default=5e-4, description="Peak learning rate (AdamW, warmup + cosine).")
     device: str = Field(default="auto", description="cpu, cuda or auto.")
