@@ -10,16 +10,18 @@ import numpy as np  # noqa: E402
 
 from astroclip_core.formats.desi import WAVELENGTH  # noqa: E402
 
-# Per-band softening (nanomaggies) for the asinh stretch, roughly DR9 sky noise.
-RGB_SOFTENING_NMGY = (0.015, 0.02, 0.06)
+# Per-band gains for the RGB rendering (z->red, r->green, g->blue), chosen so that passive
+# galaxies look orange-red and star-forming ones blue, as in the Legacy Surveys viewer.
+RGB_BAND_GAINS = np.array([6.0, 3.4, 2.2])  # g, r, z
 
 
-def rgb_image(image: np.ndarray, q: float = 8.0) -> np.ndarray:
-    """An (H, W, 3) float RGB in [0, 1] from a (3, H, W) g,r,z cutout (asinh stretch, z->red)."""
-    g, r, z = (np.asarray(image[i], dtype=np.float64) / s for i, s in enumerate(RGB_SOFTENING_NMGY))
-    rgb = np.stack([z, r, g], axis=-1)
-    stretched = np.arcsinh(np.clip(rgb, 0, None) / q) / np.arcsinh(50.0 / q)
-    return np.clip(stretched, 0.0, 1.0)
+def rgb_image(image: np.ndarray, q: float = 8.0, stretch: float = 0.4) -> np.ndarray:
+    """(H, W, 3) RGB in [0, 1] of a (3, H, W) g, r, z cutout (Lupton-style asinh stretch)."""
+    img = np.clip(np.asarray(image, dtype=np.float64) * RGB_BAND_GAINS[:, None, None], 0, None)
+    total = img.mean(axis=0) + 1e-12  # (H, W)
+    factor = np.arcsinh(q * total / stretch) / (q * total)
+    rgb = np.stack([img[2], img[1], img[0]], axis=-1) * factor[..., None]  # (H, W, 3)
+    return np.clip(rgb / max(float(rgb.max()), 1e-12) * 1.3, 0, 1)
 
 
 def smooth(flux: np.ndarray, ivar: np.ndarray, width_pix: int = 9) -> np.ndarray:

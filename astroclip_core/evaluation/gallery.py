@@ -21,15 +21,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from scipy.ndimage import uniform_filter
 
 from astroclip_core import fsio
 from astroclip_core.evaluation.knn import top_k_inner_product
 from astroclip_core.formats.desi import WAVELENGTH
+from astroclip_core.plots import rgb_image as rgb_asinh
 from astroclip_core.tables.schemas import decode_blob
 
 # Nanomaggy scale per band (g, r, z) that balances colours (Legacy Surveys viewer values).
-RGB_BAND_SCALE_NANOMAGGY = np.array([0.0066, 0.01, 0.025])
 SPECTRUM_SMOOTH_PIX = 15  # 12 Å box: noise down, absorption/emission features kept
 PAIR_COLUMNS = ["targetid", "z", "image", "flux", "mask"]
 
@@ -97,26 +96,6 @@ def pairs_lookup(source: pa.Table | str) -> PairLookup:
         return views
 
     return lookup
-
-
-def rgb_asinh(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float RGB in [0, 1] from a (3, H, W) g, r, z image, R=z, G=r, B=g (asinh)."""
-    x = image / RGB_BAND_SCALE_NANOMAGGY[:, None, None]  # (3, H, W) colour-balanced
-    x = x - np.median(x, axis=(1, 2), keepdims=True)  # remove any sky pedestal
-    intensity = x.mean(axis=0)  # (H, W)
-    noise = 1.4826 * float(np.median(np.abs(intensity - np.median(intensity))))
-    # 3x3 mean so that one hot pixel does not set the white point
-    top = float(uniform_filter(intensity, size=3).max())
-    if not top > 0:
-        return np.zeros((*intensity.shape, 3))
-    soft = max(2.0 * noise, top / 1000.0)
-    floor = noise  # pixels within 1 sigma of the sky go black, so noise is not speckle
-    level = np.clip(intensity - floor, 0, None)
-    stretched = np.arcsinh(level / soft) / np.arcsinh(max(top - floor, soft) / soft)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gain = np.where(intensity > 0, stretched / intensity, 0.0)
-    rgb = np.clip(x, 0, None) * gain  # (3, H, W)
-    return np.clip(np.moveaxis(rgb[::-1], 0, -1), 0, 1)  # bands z, r, g = R, G, B
 
 
 def smoothed_spectrum(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from matplotlib.gridspec import GridSpec  # noqa: E402
 from scipy.ndimage import gaussian_filter1d  # noqa: E402
 
 from astroclip_core.formats.desi import WAVELENGTH, read_coadd, read_zcatalog  # noqa: E402
+from astroclip_core.plots import rgb_image  # noqa: E402
 from astroclip_core.releases import release_from_name  # noqa: E402
 from astroclip_core.samplesky.cutouts import CutoutRenderer, CutoutRequest  # noqa: E402
 from astroclip_core.samplesky.generate import desi_root, truth_path  # noqa: E402
@@ -30,16 +31,6 @@ from astroclip_core.samplesky.templates import (  # noqa: E402
 from astroclip_core.sources import layout  # noqa: E402
 
 STAMP_PIX = 96
-
-
-def rgb_image(image_grz: np.ndarray, q: float = 8.0, stretch: float = 0.4) -> np.ndarray:
-    """(H, W, 3) RGB in [0, 1] of a (3, H, W) g, r, z stamp (Lupton-style asinh stretch)."""
-    scales = np.array([6.0, 3.4, 2.2])[:, None, None]  # z->red, r->green, g->blue balance
-    img = np.clip(image_grz * scales, 0, None)
-    total = img.mean(axis=0) + 1e-12
-    factor = np.arcsinh(q * total / stretch) / (q * total)
-    rgb = np.stack([img[2], img[1], img[0]], axis=-1) * factor[..., None]
-    return np.clip(rgb / max(float(rgb.max()), 1e-12) * 1.3, 0, 1)
 
 
 def _pick(release: str, root: Path, n: int) -> list[dict[str, Any]]:
