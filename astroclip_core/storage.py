@@ -10,7 +10,7 @@ strings joined with ``/`` so that a local folder and an object store behave the 
     catalog/<release>/selected.parquet + selection.json     the selected redshift catalogue
     interim/<stage>/<release>/healpix=<pix>/part-0.parquet  per-partition intermediate tables
     pairs/<release>/healpix=<pix>/part-0.parquet
-    failures/<release>/healpix=<pix>/part-0.parquet      objects that could not be fetched
+    failures/<release>/healpix=<pix>/<stage>.parquet     objects that could not be fetched
     hf/<release>/README.md + data/{train,test}-*.parquet
     models/<release>/<preset>-<run>/model.pt, config.json, history.parquet
     embeddings/<release>/<model>/healpix=<pix>/part-0.parquet
@@ -82,9 +82,9 @@ class StorageLayout:
         """The single Parquet file of one release and nside-16 pixel."""
         return self._join("pairs", release, f"healpix={int(pixel)}", "part-0.parquet")
 
-    def failures_file(self, release: str, pixel: int) -> str:
-        """Per-partition table of objects that could not be fetched, with the reason."""
-        return self._join("failures", release, f"healpix={int(pixel)}", "part-0.parquet")
+    def failures_file(self, release: str, pixel: int, stage: str) -> str:
+        """Per-partition, per-stage table of files/objects that could not be fetched, with why."""
+        return self._join("failures", release, f"healpix={int(pixel)}", f"{stage}.parquet")
 
     def hf_dir(self, release: str) -> str:
         """Folder of the Hugging Face dataset of one release."""

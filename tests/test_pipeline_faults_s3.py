@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 
 import dagster as dg
+import fitsio
 import pytest
 import s3fs
 
@@ -103,3 +104,36 @@ def test_etl_on_s3_storage_equals_local_run(clean_run, moto_s3):
     assert tables_equal(clean, on_s3)
     assert fs.exists(layout.hf_dir("edr").removeprefix("s3://") + "/README.md")
     assert fs.exists(layout.catalog_file("edr").removeprefix("s3://"))
+
+
+def test_a_file_that_stays_corrupt_is_recorded_and_the_partition_goes_on(clean_run):
+    import pyarrow.parquet as pq
+
+    base, sky, clean = clean_run
+    coadd = sorted((sky / "public").rglob("coadd-*.fits"))[0]
+    bad_path = "/" + coadd.relative_to(sky).as_posix()
+    res = resources(str(base / "unused"), sky)
+    with res["sample_sky"].serving(generate_missing=False) as server:
+        config = FaultConfig(seed=1, fraction=0.0, always_corrupt=frozenset({bad_path}))
+        with FaultServer(proxy_backend(server.base_url), config) as faulty:
+            storage = str(base / "corrupt")
+            res = resources(
+                storage,
+                sky,
+                desi_url=faulty.url + SAMPLESKY_DESI_PREFIX,
+                sweep_url=faulty.url + SAMPLESKY_LEGACYSURVEY_PREFIX,
+                cutout_url=faulty.url + SAMPLESKY_CUTOUT_PATH,
+            )
+            _etl(base, "corrupt", res)
+            assert faulty.requests_for(bad_path) == 2  # fetched again once, then given up
+    layout = StorageLayout(storage)
+    failures = pq.read_table(layout.failures_file("edr", 1703, "spectra"))
+    assert failures.column("kind").to_pylist() == ["coadd"]
+    assert "coadd" in failures.column("url")[0].as_py()
+    got = read_pairs_folder(layout.pairs_dir("edr"))
+    lost = set(clean.column("targetid").to_pylist()) - set(got.column("targetid").to_pylist())
+    in_bad_file = set(fitsio.read(coadd, ext="FIBERMAP", columns=["TARGETID"])["TARGETID"].tolist())
+    # A TARGETID observed in two surveys is read from its primary row's coadd only, so the
+    # lost pairs are those of the bad file, not necessarily all of them.
+    assert lost and lost <= in_bad_file
+    assert got.num_rows == clean.num_rows - len(lost)

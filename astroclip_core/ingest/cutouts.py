@@ -7,8 +7,8 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from astroclip_core import fsio
-from astroclip_core.ingest.stage import StepResult, read_interim, write_interim
+from astroclip_core.ingest.stage import StepResult, read_interim, write_failures, write_interim
+from astroclip_core.sources.fetch import FailureRecord
 from astroclip_core.sources.http import RetryPolicy
 from astroclip_core.storage import StorageLayout
 from astroclip_core.tables.schemas import encode_blob
@@ -55,16 +55,14 @@ def fetch_partition_cutouts(
     )
     size = write_interim(layout, STAGE, release, pixel, table)
     failed = np.flatnonzero(~good)
-    failures = pa.table(
-        {
-            "targetid": pa.array(tid[failed], pa.int64()),
-            "kind": pa.array(["cutout"] * len(failed), pa.string()),
-            "ra": pa.array(ra[failed]),
-            "dec": pa.array(dec[failed]),
-            "reason": pa.array([str(reasons[i]) for i in failed], pa.string()),
-        }
-    )
-    fsio.atomic_write_parquet(layout.failures_file(release, pixel), failures)
+    # Key = TARGETID, so the pairs step can account for every missing object.
+    records = [
+        FailureRecord(
+            "cutout", str(int(tid[i])), batch.urls[i], str(reasons[i]), int(batch.attempts[i])
+        )
+        for i in failed
+    ]
+    failures_path = write_failures(layout, STAGE, release, pixel, records)
     log.info(
         f"cutouts {release}-{pixel}: fetched {int(good.sum())}/{len(tid)} ({len(failed)} failed)"
     )
@@ -75,6 +73,6 @@ def fetch_partition_cutouts(
         {
             "requested": len(tid),
             "failed": len(failed),
-            "failures_path": layout.failures_file(release, pixel),
+            "failures_path": failures_path,
         },
     )

@@ -11,10 +11,11 @@ import pyarrow.compute as pc
 
 from astroclip_core import fsio
 from astroclip_core.formats.legacysurvey import read_sweep
-from astroclip_core.ingest.stage import StepResult, write_interim
+from astroclip_core.ingest.stage import StepResult, write_failures, write_interim
 from astroclip_core.sky.healpix import PARTITION_NSIDE, HealpixPixel
 from astroclip_core.sky.partition_match import in_pixel_with_margin
-from astroclip_core.sources.http import RetryPolicy
+from astroclip_core.sources.fetch import FailureRecord
+from astroclip_core.sources.http import FetchError, RetryPolicy
 from astroclip_core.sources.layout import DR9_NORTH_DEC_MIN_DEG, sweep_boxes_for
 from astroclip_core.storage import StorageLayout
 
@@ -71,8 +72,19 @@ def fetch_partition_sources(
     tables = []
     boxes = sweeps_for_pixel(pixel, margin_arcsec)
     n_files = 0
+    failures: list[FailureRecord] = []
     for region, ra_min, dec_min in boxes:
-        cached = source.fetch_sweep(layout, region, ra_min, dec_min, policy=policy)
+        try:
+            cached = source.fetch_sweep(layout, region, ra_min, dec_min, policy=policy)
+        except FetchError as err:
+            # Recorded, not fatal; sources in that box are missing from this partition.
+            failures.append(
+                FailureRecord(
+                    "sweep", f"{region}-{ra_min}-{dec_min}", err.url, err.problem, err.attempts
+                )
+            )
+            log.warning("sources %s-%d: sweep %s failed: %s", release, pixel, err.url, err.problem)
+            continue
         if cached is None:
             log.info(
                 "sources %s-%d: no sweep %s %d %d (not covered)",
@@ -105,6 +117,7 @@ def fetch_partition_sources(
         pa.array(np.where(sources.column("dec").to_numpy() >= DR9_NORTH_DEC_MIN_DEG, "N", "S")),
     )
     size = write_interim(layout, STAGE, release, pixel, sources)
+    write_failures(layout, STAGE, release, pixel, failures)
     log.info(
         "sources %s-%d: %d sources from %d sweep files", release, pixel, sources.num_rows, n_files
     )
@@ -112,5 +125,9 @@ def fetch_partition_sources(
         layout.interim_file(STAGE, release, pixel),
         sources.num_rows,
         size,
-        {"sweep_files": n_files, "margin_arcsec": margin_arcsec},
+        {
+            "sweep_files": n_files,
+            "sweep_files_failed": len(failures),
+            "margin_arcsec": margin_arcsec,
+        },
     )

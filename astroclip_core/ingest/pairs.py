@@ -24,7 +24,7 @@ PAIRS_CHECKS: dict[str, str] = {
     "image_valid": "Every image is (3,152,152), finite, with at least one band not all zeros.",
     "flux_finite_where_ivar": "Flux is finite wherever ivar > 0.",
     "redshift_in_selection": "Every redshift lies inside the selection range.",
-    "rows_equal_matches": "Row count equals matches minus recorded cutout failures.",
+    "rows_equal_matches": "Row count equals the matches less the recorded fetch failures.",
 }
 
 
@@ -45,7 +45,7 @@ class PairsResult:
     n_rows: int
     size_bytes: int
     n_matches: int
-    n_cutout_failures: int
+    n_failed: int  # matches without a pair: cutout or coadd file could not be had
     checks: list[CheckOutcome]
     preview_png: bytes | None
 
@@ -56,7 +56,7 @@ class PairsResult:
             "rows": self.n_rows,
             "size_bytes": self.size_bytes,
             "matches": self.n_matches,
-            "cutout_failures": self.n_cutout_failures,
+            "failed_objects": self.n_failed,
         }
 
 
@@ -172,6 +172,16 @@ def preview_png(table: pa.Table, n: int = 6) -> bytes | None:
     return buf.getvalue()
 
 
+def _failures(layout: StorageLayout, stage: str, release: str, pixel: int) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    from astroclip_core import fsio
+
+    fs, path = fsio.filesystem(layout.failures_file(release, pixel, stage))
+    with fs.open(path, "rb") as fh:
+        return pq.read_table(fh)
+
+
 def assemble_pairs(layout: StorageLayout, release: str, pixel: int) -> PairsResult:
     """Build, check and write ``pairs/<release>/healpix=<pixel>/part-0.parquet``."""
     import json
@@ -185,10 +195,15 @@ def assemble_pairs(layout: StorageLayout, release: str, pixel: int) -> PairsResu
     table = build_pairs_table(targets, matches, spectra, cutouts, pixel)
     written = write_pairs(layout, release, pixel, table)
     selection = json.loads(fsio.read_bytes(layout.catalog_report(release)))["selection"]
-    n_failed = matches.num_rows - cutouts.num_rows
-    checks = check_pairs(
-        table, matches.num_rows - n_failed, (selection["z_min"], selection["z_max"])
-    )
+    # Expected rows, counted independently of the join: every match, less the objects whose
+    # cutout failed (failures table) and those whose coadd file failed (no spectrum).
+    matched = set(matches.column("targetid").to_pylist())
+    cut_failed = {
+        int(k) for k in _failures(layout, "cutouts", release, pixel).column("key").to_pylist()
+    }
+    no_spectrum = matched - set(spectra.column("targetid").to_pylist())
+    n_failed = len((cut_failed & matched) | no_spectrum)
+    checks = check_pairs(table, len(matched) - n_failed, (selection["z_min"], selection["z_max"]))
     log.info(
         "pairs %s-%d: wrote %d pairs (%d matches, %d cutout failures)",
         release,

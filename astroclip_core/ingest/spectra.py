@@ -10,8 +10,9 @@ import pyarrow as pa
 from astroclip_core import fsio
 from astroclip_core.formats.desi import read_coadd_arrays
 from astroclip_core.ingest.catalog import partition_targets
-from astroclip_core.ingest.stage import StepResult, write_interim
-from astroclip_core.sources.http import RetryPolicy
+from astroclip_core.ingest.stage import StepResult, write_failures, write_interim
+from astroclip_core.sources.fetch import FailureRecord
+from astroclip_core.sources.http import FetchError, RetryPolicy
 from astroclip_core.storage import StorageLayout
 from astroclip_core.tables.schemas import encode_blob
 
@@ -40,9 +41,28 @@ def fetch_partition_spectra(
     tids = targets.column("targetid").to_numpy()
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     groups = sorted(set(keys.tolist()))
+    failures: list[FailureRecord] = []
     for i, (survey, program, hpix) in enumerate(groups, 1):
         want = tids[(keys.survey == survey) & (keys.program == program) & (keys.healpix == hpix)]
-        cached = source.fetch_coadd(layout, survey, program, int(hpix), policy=policy)
+        try:
+            cached = source.fetch_coadd(layout, survey, program, int(hpix), policy=policy)
+        except FetchError as err:
+            # Recorded, not fatal: the partition goes on with the other coadd files.
+            failures.append(
+                FailureRecord(
+                    "coadd", f"{survey}-{program}-{hpix}", err.url, err.problem, err.attempts
+                )
+            )
+            log.warning(
+                "spectra %s-%d: coadd %s-%s-%d failed: %s",
+                release,
+                pixel,
+                survey,
+                program,
+                hpix,
+                err.problem,
+            )
+            continue
         with fsio.local_copy(cached) as path:
             arrays = read_coadd_arrays(path, targetids=want)
         parts.append((arrays.targetid, arrays.flux, arrays.ivar, arrays.mask))
@@ -75,12 +95,14 @@ def fetch_partition_spectra(
         }
     )
     size = write_interim(layout, STAGE, release, pixel, table)
+    write_failures(layout, STAGE, release, pixel, failures)
     return StepResult(
         layout.interim_file(STAGE, release, pixel),
         table.num_rows,
         size,
         {
             "coadd_files": len(groups),
+            "coadd_files_failed": len(failures),
             "targets_selected": len(tids),
             "spectra_missing": int(len(set(tids.tolist()) - set(tid.tolist()))),
         },

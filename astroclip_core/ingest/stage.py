@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from astroclip_core import fsio
+from astroclip_core.sources.fetch import FailureRecord, failures_table
 from astroclip_core.storage import StorageLayout
 
 
@@ -16,6 +17,15 @@ def write_interim(
 ) -> int:
     """Write one stage's table for one partition atomically (replacing); return bytes written."""
     return fsio.atomic_write_parquet(layout.interim_file(stage, release, pixel), table)
+
+
+def write_failures(
+    layout: StorageLayout, stage: str, release: str, pixel: int, records: list[FailureRecord]
+) -> str:
+    """Write (replace) one stage's failures table for one partition, even when empty."""
+    url = layout.failures_file(release, pixel, stage)
+    fsio.atomic_write_parquet(url, failures_table(records))
+    return url
 
 
 def read_interim(layout: StorageLayout, stage: str, release: str, pixel: int) -> pa.Table:
