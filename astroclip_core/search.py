@@ -257,11 +257,25 @@ def _embeddings_url(args: argparse.Namespace) -> str:
     """The embeddings location from --embeddings, else the storage layout's --release/--model."""
     if args.embeddings:
         return args.embeddings
-    if not args.model:
-        raise ValueError("pass --embeddings DIR, or --model <preset>-<run> (with --release)")
+    from astroclip_core import fsio
     from astroclip_core.storage import default_layout
 
-    return default_layout().embeddings_dir(args.release, args.model)
+    layout = default_layout()
+    if args.model:
+        return layout.embeddings_dir(args.release, args.model)
+    # No --model: take the release's only model (current.json names the latest trained one).
+    parent = layout.embeddings_dir(args.release, "").rstrip("/")
+    fs, path = fsio.filesystem(parent)
+    models = (
+        sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+        if fs.exists(path)
+        else []
+    )
+    if len(models) != 1:
+        raise ValueError(
+            f"{parent} holds models {models}: pass --model <preset>-<run> or --embeddings DIR"
+        )
+    return layout.embeddings_dir(args.release, models[0])
 
 
 def _write_png(args: argparse.Namespace, result: pa.Table) -> None:
