@@ -156,14 +156,33 @@ def test_search_command_prints_table_and_writes_png(
 
 
 def test_search_command_reports_bad_input(
-    table: pa.Table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    table: pa.Table,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     emb_dir = str(tmp_path / "emb")
     _write_hive(table, emb_dir)
     assert search_command(_args(embeddings=emb_dir, targetid=99)) == 2
     assert "targetid 99" in capsys.readouterr().err
-    assert search_command(_args(targetid=99)) == 2
+    monkeypatch.setenv("ASTROCLIP_STORAGE", str(tmp_path / "empty-storage"))
+    assert search_command(_args(targetid=99)) == 2  # no model to pick
     assert "--model" in capsys.readouterr().err
+
+
+def test_search_command_picks_the_release_only_model(
+    table: pa.Table,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from astroclip_core.storage import StorageLayout
+
+    monkeypatch.setenv("ASTROCLIP_STORAGE", str(tmp_path))
+    _write_hive(table, StorageLayout(str(tmp_path)).embeddings_dir("edr", "tiny-v9"))
+    first = table.column("targetid")[0].as_py()
+    assert search_command(_args(targetid=first)) == 0
+    assert "tiny-v9" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(not search.faiss_available(), reason="faiss-cpu not installed")
