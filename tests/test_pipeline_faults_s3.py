@@ -44,22 +44,30 @@ def clean_run(tmp_path_factory):
     return base, sky, read_pairs_folder(StorageLayout(storage).pairs_dir("edr"))
 
 
+def _etl_through(base, sky, name: str, config: FaultConfig) -> tuple[str, FaultServer]:
+    """Run the ETL with every source behind a fault-injecting proxy of the sample sky."""
+    sample_sky = resources(str(base / "unused"), sky)["sample_sky"]
+    with (
+        sample_sky.serving(generate_missing=False) as server,
+        FaultServer(proxy_backend(server.base_url), config) as faulty,
+    ):
+        storage = str(base / name)
+        res = resources(
+            storage,
+            sky,
+            desi_url=faulty.url + SAMPLESKY_DESI_PREFIX,
+            sweep_url=faulty.url + SAMPLESKY_LEGACYSURVEY_PREFIX,
+            cutout_url=faulty.url + SAMPLESKY_CUTOUT_PATH,
+        )
+        _etl(base, name, res)
+    return storage, faulty
+
+
 def test_etl_through_faults_equals_fault_free_run(clean_run):
     base, sky, clean = clean_run
-    res = resources(str(base / "unused"), sky)
-    with res["sample_sky"].serving(generate_missing=False) as server:
-        config = FaultConfig(seed=7, fraction=0.2, retry_after_s=0.2, stall_s=1.0)
-        with FaultServer(proxy_backend(server.base_url), config) as faulty:
-            storage = str(base / "faulty")
-            res = resources(
-                storage,
-                sky,
-                desi_url=faulty.url + SAMPLESKY_DESI_PREFIX,
-                sweep_url=faulty.url + SAMPLESKY_LEGACYSURVEY_PREFIX,
-                cutout_url=faulty.url + SAMPLESKY_CUTOUT_PATH,
-            )
-            _etl(base, "faulty", res)
-            kinds = {kind for kind, n in faulty.faults.items() if n > 0}
+    config = FaultConfig(seed=7, fraction=0.2, retry_after_s=0.2, stall_s=1.0)
+    storage, faulty = _etl_through(base, sky, "faulty", config)
+    kinds = {kind for kind, n in faulty.faults.items() if n > 0}
     faulty_pairs = read_pairs_folder(StorageLayout(storage).pairs_dir("edr"))
     assert len(kinds) >= 3, f"too few fault kinds were exercised: {kinds}"
     assert faulty_pairs.num_rows == clean.num_rows > 0
@@ -112,20 +120,9 @@ def test_a_file_that_stays_corrupt_is_recorded_and_the_partition_goes_on(clean_r
     base, sky, clean = clean_run
     coadd = sorted((sky / "public").rglob("coadd-*.fits"))[0]
     bad_path = "/" + coadd.relative_to(sky).as_posix()
-    res = resources(str(base / "unused"), sky)
-    with res["sample_sky"].serving(generate_missing=False) as server:
-        config = FaultConfig(seed=1, fraction=0.0, always_corrupt=frozenset({bad_path}))
-        with FaultServer(proxy_backend(server.base_url), config) as faulty:
-            storage = str(base / "corrupt")
-            res = resources(
-                storage,
-                sky,
-                desi_url=faulty.url + SAMPLESKY_DESI_PREFIX,
-                sweep_url=faulty.url + SAMPLESKY_LEGACYSURVEY_PREFIX,
-                cutout_url=faulty.url + SAMPLESKY_CUTOUT_PATH,
-            )
-            _etl(base, "corrupt", res)
-            assert faulty.requests_for(bad_path) == 2  # fetched again once, then given up
+    config = FaultConfig(seed=1, fraction=0.0, always_corrupt=frozenset({bad_path}))
+    storage, faulty = _etl_through(base, sky, "corrupt", config)
+    assert faulty.requests_for(bad_path) == 2  # fetched again once, then given up
     layout = StorageLayout(storage)
     failures = pq.read_table(layout.failures_file("edr", 1703, "spectra"))
     assert failures.column("kind").to_pylist() == ["coadd"]

@@ -16,7 +16,8 @@ from astroclip_core.sky.healpix import PARTITION_NSIDE, HealpixPixel
 from astroclip_core.sky.partition_match import in_pixel_with_margin
 from astroclip_core.sources.fetch import FailureRecord
 from astroclip_core.sources.http import FetchError, RetryPolicy
-from astroclip_core.sources.layout import DR9_NORTH_DEC_MIN_DEG, sweep_boxes_for
+from astroclip_core.sources.layout import DR9_NORTH_DEC_MIN_DEG
+from astroclip_core.sources.legacysurvey import sweep_boxes_covering
 from astroclip_core.storage import StorageLayout
 
 log = logging.getLogger(__name__)
@@ -36,14 +37,12 @@ def sweeps_for_pixel(pixel: int, margin_arcsec: float) -> list[tuple[str, int, i
     region(s) whose side of that line the box touches are listed.
     """
     boxes: set[tuple[str, int, int]] = set()
-    for ra0, ra1, dec0, dec1 in HealpixPixel(PARTITION_NSIDE, pixel).bounding_boxes_deg(
-        margin_arcsec
-    ):
-        for ra_min, dec_min in sweep_boxes_for(ra0, ra1, dec0, dec1):
-            if dec0 < DR9_NORTH_DEC_MIN_DEG:
-                boxes.add(("south", ra_min, dec_min))
-            if dec1 >= DR9_NORTH_DEC_MIN_DEG:
-                boxes.add(("north", ra_min, dec_min))
+    pix = HealpixPixel(PARTITION_NSIDE, pixel)
+    for ra0, ra1, dec0, dec1 in pix.bounding_boxes_deg(margin_arcsec):
+        reaches = {"south": dec0 < DR9_NORTH_DEC_MIN_DEG, "north": dec1 >= DR9_NORTH_DEC_MIN_DEG}
+        for box in sweep_boxes_covering(ra0, ra1, dec0, dec1):
+            if reaches[box.region]:  # a box on the join is listed for both regions
+                boxes.add((box.region, box.ra_min_deg, box.dec_min_deg))
     return sorted(boxes)
 
 
