@@ -90,10 +90,3 @@ def local_copy(url: str) -> Iterator[Path]:
         local = Path(tmp) / f"copy{suffix}"
         fs.get_file(path, str(local))
         yield local
-
-
-def remove(url: str) -> None:
-    """Delete a file if it exists (local path or fsspec URL)."""
-    fs, path = filesystem(url)
-    if fs.exists(path):
-        fs.rm(path)

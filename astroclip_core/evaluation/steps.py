@@ -7,8 +7,8 @@ import pyarrow.dataset as pads
 
 from astroclip_core import fsio
 from astroclip_core.evaluation.report import EvaluationReport, evaluate, write_report
+from astroclip_core.search import read_embeddings
 from astroclip_core.storage import StorageLayout
-from astroclip_core.tables.embeddings import read_embeddings
 
 
 def read_truth(url: str | None) -> pa.Table | None:
@@ -23,7 +23,7 @@ def evaluate_release(
     layout: StorageLayout, release: str, model: str, truth_url: str | None = None, k: int = 64
 ) -> tuple[EvaluationReport, dict[str, str]]:
     """Evaluate one model's embeddings of a release; write ``reports/<release>/<model>/``."""
-    embeddings = read_embeddings(layout, release, model)
+    embeddings = read_embeddings(layout.embeddings_dir(release, model))
     fs, path = fsio.filesystem(layout.pairs_dir(release))
     photometry = pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive").to_table(
         columns=["targetid", "flux_g", "flux_r", "flux_z"]

@@ -43,6 +43,7 @@ from astroclip_core.publish.info import (
     shard_name,
 )
 from astroclip_core.releases import release_from_name
+from astroclip_core.tables.pairs import list_pairs_files
 from astroclip_core.tables.schemas import PAIRS_SCHEMA
 from astroclip_core.tables.splits import TEST_FRACTION, split_of
 
@@ -65,22 +66,6 @@ _PARQUET_OPTIONS = {
     # Content-defined pages let the Hub's xet storage deduplicate unchanged rows on re-push.
     "use_content_defined_chunking": True,
 }
-
-
-def list_pairs_files(pairs_dir: str) -> list[tuple[int, str]]:
-    """``(pixel, url)`` of every ``healpix=<pix>/part-0.parquet`` under ``pairs_dir``, by pixel."""
-    fs, root = filesystem(pairs_dir)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    found = []
-    for path in fs.glob(f"{root.rstrip('/')}/healpix=*/part-0.parquet"):
-        folder = path.rstrip("/").split("/")[-2]
-        try:
-            pixel = int(folder.removeprefix("healpix="))
-        except ValueError:
-            raise FormatError(path, f"partition folder {folder!r} is not healpix=<int>") from None
-        url = path if is_local(pairs_dir) else f"{protocol}://{path.lstrip('/')}"
-        found.append((pixel, url))
-    return sorted(found)
 
 
 def _check_pairs_schema(url: str, schema: pa.Schema) -> None:

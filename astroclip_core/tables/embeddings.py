@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from astroclip_core import fsio
 from astroclip_core.storage import StorageLayout
@@ -39,10 +38,3 @@ def write_embeddings(
     """Write one partition's embeddings atomically, replacing any previous file; (url, bytes)."""
     url = layout.embeddings_file(release, model, pixel)
     return url, fsio.atomic_write_parquet(url, table, compression="zstd")
-
-
-def read_embeddings(layout: StorageLayout, release: str, model: str) -> pa.Table:
-    """All partitions of one model's embeddings (hive-partitioned folder) as one table."""
-    fs, path = fsio.filesystem(layout.embeddings_dir(release, model))
-    dataset = pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
-    return dataset.to_table()

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from astroclip_core import fsio
+from astroclip_core.formats import FormatError
 from astroclip_core.storage import StorageLayout
-from astroclip_core.tables.schemas import BLOB_COLUMNS, PAIRS_SCHEMA, decode_blob
+from astroclip_core.tables.schemas import PAIRS_SCHEMA
 
 # Row groups of ~256 pairs (~80 MB) keep reads streaming without huge pages.
 PAIRS_ROW_GROUP_SIZE = 256
@@ -50,12 +49,20 @@ def write_pairs(layout: StorageLayout, release: str, pixel: int, table: pa.Table
     return PairsWrite(url, table.num_rows, size)
 
 
-def pairs_dataset(layout: StorageLayout, release: str) -> pads.Dataset:
-    """A pyarrow dataset over the hive-partitioned pairs folder of one release."""
-    fs, path = fsio.filesystem(layout.pairs_dir(release))
-    return pads.dataset(
-        path, filesystem=fs, format="parquet", partitioning="hive", schema=PAIRS_SCHEMA
-    )
+def list_pairs_files(pairs_dir: str) -> list[tuple[int, str]]:
+    """``(pixel, url)`` of every ``healpix=<pix>/part-0.parquet`` under ``pairs_dir``, by pixel."""
+    fs, root = fsio.filesystem(pairs_dir)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    found = []
+    for path in fs.glob(f"{root.rstrip('/')}/healpix=*/part-0.parquet"):
+        folder = path.rstrip("/").split("/")[-2]
+        try:
+            pixel = int(folder.removeprefix("healpix="))
+        except ValueError:
+            raise FormatError(path, f"partition folder {folder!r} is not healpix=<int>") from None
+        url = path if fsio.is_local(pairs_dir) else f"{protocol}://{path.lstrip('/')}"
+        found.append((pixel, url))
+    return sorted(found)
 
 
 def read_pairs(url: str, columns: list[str] | None = None) -> pa.Table:
@@ -63,8 +70,3 @@ def read_pairs(url: str, columns: list[str] | None = None) -> pa.Table:
     fs, path = fsio.filesystem(url)
     with fs.open(path, "rb") as fh:
         return pq.read_table(fh, columns=columns)
-
-
-def decode_pairs(table: pa.Table) -> dict[str, np.ndarray]:
-    """Decode every blob column present in ``table`` into numpy arrays keyed by column name."""
-    return {c: decode_blob(c, table.column(c)) for c in BLOB_COLUMNS if c in table.column_names}

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from astroclip_core.formats import FormatError
 from astroclip_core.fsio import filesystem
+from astroclip_core.tables import pairs as tables_pairs
 from astroclip_core.tables.schemas import decode_blob
 
 PAIR_COLUMNS = ("targetid", "z", "image", "flux", "ivar", "mask")
@@ -75,15 +76,14 @@ def decode_pairs(table: pa.Table, source: str = "<table>") -> PairArrays:
 
 
 def list_pairs_files(pairs_dir: str) -> list[str]:
-    """All ``*.parquet`` files under a hive folder (local path or fsspec URL), sorted."""
+    """The partition files under a pairs hive folder (local path or fsspec URL), by pixel."""
     fs, root = filesystem(pairs_dir)
     if not fs.exists(root):
         raise FileNotFoundError(f"pairs folder {pairs_dir} does not exist")
-    paths = sorted(p for p in fs.find(root) if p.endswith(".parquet"))
-    if not paths:
+    files = [url for _, url in tables_pairs.list_pairs_files(pairs_dir)]
+    if not files:
         raise FileNotFoundError(f"pairs folder {pairs_dir} holds no .parquet files")
-    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
-    return [p if protocol in ("file", "local") else f"{protocol}://{p}" for p in paths]
+    return files
 
 
 def _read_table(path: str, columns: Sequence[str]) -> pa.Table:
