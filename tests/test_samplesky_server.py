@@ -128,3 +128,28 @@ def test_noise_does_not_depend_on_sources(tmp_path_factory: pytest.TempPathFacto
 def test_server_rejects_a_folder_without_sky(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="samplesky.json"):
         SampleSkyServer(tmp_path).start()
+
+
+def test_catalogue_fluxes_scatter_by_their_ivar_and_stamps_use_true_fluxes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    root = tiny_sky_root(tmp_path_factory)
+    renderer = CutoutRenderer(root)
+    cat, _ = renderer._load()
+    truth = pq.read_table(truth_path(root, "edr")).to_pydict()
+    row_of = {(int(b), int(o)): i for i, (b, o) in enumerate(zip(cat["brickid"], cat["objid"]))}
+    pairs = [
+        (row_of[(b, o)], k)
+        for k, (b, o) in enumerate(zip(truth["brickid"], truth["objid"]))
+        if b is not None and (int(b), int(o)) in row_of
+    ]
+    assert len(pairs) > 50  # 3 x len(pairs) pulls
+    rows = np.array([r for r, _ in pairs])
+    true = np.array([[truth[f"flux_{b}"][k] for b in "grz"] for _, k in pairs])
+    measured = np.column_stack([cat[f"flux_{b}"][rows] for b in "grz"])
+    ivar = np.column_stack([cat[f"flux_ivar_{b}"][rows] for b in "grz"])
+    # The catalogue is a measurement: pulls are standard normal, not zero.
+    pull = (measured - true) * np.sqrt(ivar)
+    assert abs(pull.mean()) < 0.25 and 0.8 < pull.std() < 1.2
+    # The renderer removes that draw again, so stamps show each source at its true flux.
+    np.testing.assert_allclose(renderer.true_flux(rows), true, rtol=1e-4, atol=1e-4)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from astroclip_core.samplesky.config import ReleaseFootprint, SampleSkyConfig
-from astroclip_core.samplesky.ids import brick_conditions
+from astroclip_core.samplesky.ids import brick_conditions, hash_uniform
 from astroclip_core.samplesky.photometry import mw_transmission
 from astroclip_core.samplesky.sky import Sources, Targets, pixel_rng
 from astroclip_core.sky.healpix import DESI_NSIDE, pixels_of
@@ -32,6 +32,28 @@ def _flux_sigma_psf(depth_mag: np.ndarray) -> np.ndarray:
     return 10 ** ((22.5 - depth_mag) / 2.5) / 5.0
 
 
+def catalogue_flux_noise(
+    seed: int, brickid: np.ndarray, objid: np.ndarray, sigma_nmgy: np.ndarray
+) -> np.ndarray:
+    """The measurement error in each source's catalogue FLUX_G/R/Z, (N, 3) nanomaggies.
+
+    Real sweep fluxes are Tractor fits to noisy images, so they scatter about the truth by
+    their FLUX_IVAR. The draw is a deterministic function of (seed, BRICKID, OBJID, band), so
+    the cutout renderer can subtract it again and render each source at its true flux.
+    ``sigma_nmgy`` is (N, 3), i.e. 1 / sqrt(FLUX_IVAR).
+    """
+    key = (np.asarray(brickid, dtype=np.uint64) << np.uint64(32)) | np.asarray(
+        objid, dtype=np.int64
+    ).astype(np.uint64)
+    out = np.empty((key.size, 3))
+    for b in range(3):
+        u1 = hash_uniform(seed, key, salt=101 + 2 * b)
+        u2 = hash_uniform(seed, key, salt=102 + 2 * b)
+        # Box-Muller: two uniforms -> one standard normal per source and band.
+        out[:, b] = np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
+    return out * np.asarray(sigma_nmgy)
+
+
 def photometry_columns(
     seed: int,
     flux_nmgy: np.ndarray,
@@ -39,17 +61,23 @@ def photometry_columns(
     shape_r_arcsec: np.ndarray,
     ebv: np.ndarray,
     brickid: np.ndarray,
+    objid: np.ndarray,
     photsys: str,
 ) -> dict[str, np.ndarray]:
-    """FLUX/FLUX_IVAR/FIBERFLUX/MW_TRANSMISSION/PSFSIZE/PSFDEPTH/NOBS columns (g, r, z)."""
+    """FLUX/FLUX_IVAR/FIBERFLUX/MW_TRANSMISSION/PSFSIZE/PSFDEPTH/NOBS columns (g, r, z).
+
+    ``flux_nmgy`` is the true flux; FLUX_* are measurements of it (truth plus
+    :func:`catalogue_flux_noise`), FIBERFLUX_* are the true fibre fluxes.
+    """
     cond = brick_conditions(seed, brickid, np.full(len(brickid), photsys.encode()))
     sigma = _flux_sigma_psf(cond.psfdepth_mag)  # (N, 3)
     # Extended sources are measured less precisely than point sources.
     ivar = 1.0 / (sigma**2 * (1.0 + (np.asarray(shape_r_arcsec)[:, None] / 0.5) ** 2))
     mw = mw_transmission(ebv, photsys)
+    measured = flux_nmgy + catalogue_flux_noise(seed, brickid, objid, 1.0 / np.sqrt(ivar))
     cols: dict[str, np.ndarray] = {}
     for b, band in enumerate("GRZ"):
-        cols[f"FLUX_{band}"] = flux_nmgy[:, b]
+        cols[f"FLUX_{band}"] = measured[:, b]
         cols[f"FLUX_IVAR_{band}"] = ivar[:, b]
         cols[f"FIBERFLUX_{band}"] = flux_nmgy[:, b] * fibre_fraction
         cols[f"MW_TRANSMISSION_{band}"] = mw[:, b]
@@ -68,6 +96,7 @@ def sweep_columns(seed: int, sources: Sources, photsys: str) -> dict[str, np.nda
         sources.shape_r_arcsec,
         sources.ebv,
         sources.brickid,
+        sources.objid,
         photsys,
     )
     return {
@@ -226,6 +255,7 @@ def fibermap_columns(
         targets.shape_r_arcsec[idx],
         targets.ebv[idx],
         targets.brickid[idx],
+        targets.objid[idx],
         targets.photsys,
     )
     desi_target = np.array(

@@ -20,6 +20,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from astroclip_core.formats.legacysurvey import SWEEP_COLUMNS, read_sweep
+from astroclip_core.samplesky.catalogs import catalogue_flux_noise
 from astroclip_core.samplesky.generate import legacysurvey_root, read_manifest
 from astroclip_core.samplesky.ids import brick_conditions, bricks_of
 from astroclip_core.samplesky.render import TRUNCATION_RADII, SourceShapes, render_sources
@@ -149,11 +150,7 @@ class CutoutRenderer:
             near = near[
                 sep < half_diag + PSF_MARGIN_ARCSEC + TRUNCATION_RADII * cat["shape_r"][near]
             ]
-        flux = (
-            np.column_stack([cat[f"flux_{'grz'[b]}"][near] for b in band_idx])
-            if near.size
-            else np.zeros((0, nb))
-        )
+        flux = self.true_flux(near)[:, band_idx] if near.size else np.zeros((0, nb))
         shapes = SourceShapes(
             cat["ra"][near],
             cat["dec"][near],
@@ -169,6 +166,16 @@ class CutoutRenderer:
             image += self._noise(req, cond.psfdepth_mag[0, band_idx], fwhm)
         image[:, ~covered] = 0.0
         return image
+
+    def true_flux(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), 3) true g, r, z fluxes: the sweep's measured FLUX less its noise draw."""
+        cat, _ = self._load()
+        measured = np.column_stack([cat[f"flux_{b}"][rows] for b in "grz"]).astype(np.float64)
+        ivar = np.column_stack([cat[f"flux_ivar_{b}"][rows] for b in "grz"]).astype(np.float64)
+        sigma = np.where(ivar > 0, 1.0 / np.sqrt(np.where(ivar > 0, ivar, 1.0)), 0.0)
+        return measured - catalogue_flux_noise(
+            self.seed, cat["brickid"][rows], cat["objid"][rows], sigma
+        )
 
     def _noise(
         self, req: CutoutRequest, depth_mag: np.ndarray, fwhm_arcsec: np.ndarray
