@@ -91,3 +91,28 @@ def test_wrong_input_shapes_raise(model) -> None:
         model.encode_spectrum(torch.zeros(2, 100), torch.ones(2, 100, dtype=torch.bool))
     with pytest.raises(ValueError, match="g,r,z"):
         model.encode_image(torch.zeros(2, 5, 152, 152))
+
+
+def test_loglambda_positions_are_fixed_and_smooth_in_wavelength() -> None:
+    from dataclasses import replace
+
+    from astroclip_core.model.config import SpectrumEncoderConfig
+    from astroclip_core.model.spectrum import SpectrumEncoder
+
+    with pytest.raises(ValueError, match="position"):
+        SpectrumEncoderConfig(width=32, depth=1, n_heads=2, position="rope")
+    learned = SpectrumEncoderConfig(width=32, depth=1, n_heads=2, slice_pix=120, stride_pix=60)
+    fixed = replace(learned, position="loglambda")
+    enc = SpectrumEncoder(fixed)
+    names = {n for n, _ in enc.named_parameters()}
+    assert "pos_embed" not in names and "pos_embed" in {
+        n for n, _ in SpectrumEncoder(learned).named_parameters()
+    }
+    assert "pos_embed" not in enc.state_dict()  # rebuilt from the config, never trained
+    table = enc.pos_embed[0, 1:]  # (n_slices, width)
+    assert table.shape == (fixed.n_slices, 32) and enc.pos_embed[0, 0].abs().sum() == 0
+    sim = torch.nn.functional.cosine_similarity(table[60:61], table, dim=-1)  # (n_slices,)
+    # Nearby wavelengths look alike, distant ones do not: the encoding is smooth in ln lambda.
+    assert sim[60] == pytest.approx(1.0) and sim[61] > 0.4 and sim[59] > 0.4
+    assert sim[61] > sim[70] and sim[59] > sim[50]
+    assert sim[[0, 20, 100, 120]].abs().max() < 0.3

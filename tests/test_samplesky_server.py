@@ -137,10 +137,13 @@ def test_catalogue_fluxes_scatter_by_their_ivar_and_stamps_use_true_fluxes(
     renderer = CutoutRenderer(root)
     cat, _ = renderer._load()
     truth = pq.read_table(truth_path(root, "edr")).to_pydict()
-    row_of = {(int(b), int(o)): i for i, (b, o) in enumerate(zip(cat["brickid"], cat["objid"]))}
+    row_of = {
+        (int(b), int(o)): i
+        for i, (b, o) in enumerate(zip(cat["brickid"], cat["objid"], strict=True))
+    }
     pairs = [
         (row_of[(b, o)], k)
-        for k, (b, o) in enumerate(zip(truth["brickid"], truth["objid"]))
+        for k, (b, o) in enumerate(zip(truth["brickid"], truth["objid"], strict=True))
         if b is not None and (int(b), int(o)) in row_of
     ]
     assert len(pairs) > 50  # 3 x len(pairs) pulls

@@ -23,6 +23,9 @@ from dataclasses import asdict, dataclass, field
 # Legacy Surveys viewer RGB scales (g 0.0066, r 0.01, z 0.025): about the sky noise of one
 # pixel, so faint outskirts stay linear and bright cores are compressed logarithmically.
 LEGACY_SURVEY_BAND_SCALES_NMGY = (0.0066, 0.01, 0.025)
+# The DESI coadd's merged b+r+z grid: 3600 A + 0.8 A x pixel, 7781 pixels.
+DESI_WAVE_MIN_ANGSTROM = 3600.0
+DESI_WAVE_STEP_ANGSTROM = 0.8
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,16 @@ class SpectrumEncoderConfig:
     stride_pix: int = 10
     n_wavelength: int = 7781
     mlp_ratio: float = 4.0
+    # "learned": a trained (1 + n_slices, width) table; "loglambda": fixed sinusoids of each
+    # slice's ln(wavelength), so a redshift (a shift in ln lambda) moves a feature smoothly
+    # through position space from the first step (the tiny preset's few steps need that).
+    position: str = "learned"
+    wave_min_angstrom: float = DESI_WAVE_MIN_ANGSTROM
+    wave_step_angstrom: float = DESI_WAVE_STEP_ANGSTROM
+
+    def __post_init__(self) -> None:
+        if self.position not in ("learned", "loglambda"):
+            raise ValueError(f"position must be 'learned' or 'loglambda', got {self.position!r}")
 
     @property
     def padded_length(self) -> int:
@@ -155,12 +168,12 @@ PRESETS: dict[str, Preset] = {
                 # (80/40 -> 194 tokens trained at ~100 pairs/s on 2 threads; 120/60 at ~180).
                 image=ImageEncoderConfig(width=96, depth=3, n_heads=4, bin_factor=2),
                 spectrum=SpectrumEncoderConfig(
-                    width=96, depth=3, n_heads=4, slice_pix=120, stride_pix=60
+                    width=96, depth=3, n_heads=4, slice_pix=120, stride_pix=60, position="loglambda"
                 ),
                 head=HeadConfig(embed_dim=128, n_heads=4),
                 loss=LossConfig(learnable=True, init_logit_scale=10.0),
             ),
-            expected_params_m=1.122,
+            expected_params_m=1.109,
             hardware="2 CPU cores, minutes on the sample sky",
         ),
         Preset(

@@ -8,6 +8,8 @@ so the encoder still knows the spectrum's amplitude.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,6 +36,31 @@ def standardise(flux: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, 
     return x, stats
 
 
+# Angular frequencies (per unit ln lambda) of the fixed encoding: from 1 (the whole 3600-9824 A
+# range is ~1 in ln lambda) to 3000 (a 0.0003 shift, ~1 A, turns the finest pair by ~1 rad).
+LOGLAMBDA_OMEGA_RANGE = (1.0, 3000.0)
+
+
+def loglambda_encoding(config: SpectrumEncoderConfig) -> torch.Tensor:
+    """(1, 1 + n_slices, width) fixed position encoding: sin/cos of each slice's ln(lambda).
+
+    Row 0 (the statistics token) is zero; row 1 + j encodes the centre wavelength of slice j,
+    ln(lambda / lambda_min) times ``width // 2`` log-spaced frequencies.
+    """
+    centre_pix = (
+        torch.arange(config.n_slices, dtype=torch.float64) * config.stride_pix
+        + (config.slice_pix - 1) / 2
+    )
+    ln_lambda = torch.log1p(centre_pix * config.wave_step_angstrom / config.wave_min_angstrom)
+    lo, hi = LOGLAMBDA_OMEGA_RANGE
+    omega = torch.logspace(math.log10(lo), math.log10(hi), config.width // 2, dtype=torch.float64)
+    angle = ln_lambda[:, None] * omega[None, :]  # (n_slices, width // 2) radians
+    table = torch.zeros(1 + config.n_slices, config.width, dtype=torch.float64)
+    table[1:, : config.width // 2] = angle.sin()
+    table[1:, config.width // 2 : 2 * (config.width // 2)] = angle.cos()
+    return table.float().unsqueeze(0)
+
+
 class SpectrumEncoder(nn.Module):
     """(B, L) flux and (B, L) valid mask -> (B, 1 + n_slices, width) tokens."""
 
@@ -42,8 +69,11 @@ class SpectrumEncoder(nn.Module):
         self.config = config
         self.slice_embed = nn.Linear(config.slice_pix, config.width)
         self.stats_embed = nn.Linear(2, config.width)
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + config.n_slices, config.width))
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if config.position == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, 1 + config.n_slices, config.width))
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        else:
+            self.register_buffer("pos_embed", loglambda_encoding(config), persistent=False)
         self.transformer = Transformer(config.width, config.depth, config.n_heads, config.mlp_ratio)
 
     def forward(self, flux: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
