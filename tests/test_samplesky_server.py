@@ -156,3 +156,33 @@ def test_catalogue_fluxes_scatter_by_their_ivar_and_stamps_use_true_fluxes(
     assert abs(pull.mean()) < 0.25 and 0.8 < pull.std() < 1.2
     # The renderer removes that draw again, so stamps show each source at its true flux.
     np.testing.assert_allclose(renderer.true_flux(rows), true, rtol=1e-4, atol=1e-4)
+
+
+def test_stamps_show_red_bulges_in_bluer_discs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = tiny_sky_root(tmp_path_factory)
+    renderer = CutoutRenderer(root)
+    cat, _ = renderer._load()
+    true = renderer.true_flux(np.arange(cat["ra"].size))
+    bt = cat["bulge_flux"][:, 1] / np.maximum(true[:, 1], 1e-9)
+    picked = np.flatnonzero((bt > 0.3) & (bt < 0.9) & (cat["shape_r"] > 1.0) & (true[:, 1] > 3))
+    assert picked.size >= 3 and (cat["bulge_r"] > 0).sum() > 0.5 * (cat["type"] != "PSF").sum()
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    radius_pix = np.hypot(yy, xx)
+    core, ring = radius_pix < 2.5, (radius_pix > 5) & (radius_pix < 10)
+
+    def gradients() -> np.ndarray:
+        """(3,) core minus ring g-r colour of the picked sources' noiseless stamps."""
+        out = []
+        for i in picked[:3]:
+            req = CutoutRequest(float(cat["ra"][i]), float(cat["dec"][i]), size_pix=64, bands="gr")
+            g, r = renderer.render(req, noise=False).astype(np.float64)
+            core_gr, ring_gr = (-2.5 * np.log10(g[m].sum() / r[m].sum()) for m in (core, ring))
+            out.append(core_gr - ring_gr)
+        return np.array(out)
+
+    with_bulges = gradients()
+    cat["bulge_flux"][:] = 0.0  # the same sources as single profiles (PSF colour terms only)
+    cat["bulge_r"][:] = 0.0
+    single = gradients()
+    # The bulge is old and the disc holds the young stars: the core is redder in g-r.
+    assert np.all(with_bulges > single + 0.04), (with_bulges, single)

@@ -143,6 +143,11 @@ def build_pixel_sky(cfg: SampleSkyConfig, pixel: int) -> PixelSky:
         cols[k][gal_slice], cols[k][point_slice] = g_morph[idx], p_morph[idx]
     flux = np.zeros((n_sources, 3))
     flux[gal_slice] = all_gal.flux_nmgy
+    # Bulges of extended galaxies (a PSF-type galaxy is too small to show one).
+    bulge_flux, bulge_r = np.zeros((n_sources, 3)), np.zeros(n_sources)
+    has_bulge = g_morph[0] != "PSF"
+    bulge_flux[gal_slice[has_bulge]] = all_gal.bulge_flux_nmgy[has_bulge]
+    bulge_r[gal_slice[has_bulge]] = all_gal.bulge_r_arcsec[has_bulge]
     flux[point_slice] = np.r_[stars.flux_nmgy, qsos.flux_nmgy, field.flux_nmgy]
 
     # Positions: targets uniform, then the traps, then sources jittered 0.1-0.3" from targets.
@@ -183,7 +188,8 @@ def build_pixel_sky(cfg: SampleSkyConfig, pixel: int) -> PixelSky:
         n_sources, RELEASE_NORTH if photsys == "N" else RELEASE_SOUTH, dtype=np.int16
     )
     ebv = ebv_at(s_ra, s_dec)
-    flux_obs = flux * mw_transmission(ebv, photsys)
+    mw = mw_transmission(ebv, photsys)
+    flux_obs = flux * mw
     fibre = fibre_fraction(mtype, cols["sersic"], cols["radius"])
     keep = np.ones(n_sources, dtype=bool)
     keep[no_image] = False
@@ -202,6 +208,8 @@ def build_pixel_sky(cfg: SampleSkyConfig, pixel: int) -> PixelSky:
         objid=objid[keep],
         ebv=ebv[keep],
         fibre_fraction=fibre[keep],
+        bulge_flux_nmgy=(bulge_flux * mw)[keep],
+        bulge_r_arcsec=bulge_r[keep],
     )
     new_index = np.cumsum(keep) - 1
     targets = _targets(

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 from scipy.spatial import cKDTree
 
 from astroclip_core.formats.legacysurvey import SWEEP_COLUMNS, read_sweep
 from astroclip_core.samplesky.catalogs import catalogue_flux_noise
-from astroclip_core.samplesky.generate import legacysurvey_root, read_manifest
+from astroclip_core.samplesky.generate import bulges_path, legacysurvey_root, read_manifest
 from astroclip_core.samplesky.ids import brick_conditions, bricks_of
 from astroclip_core.samplesky.render import TRUNCATION_RADII, SourceShapes, render_sources
 from astroclip_core.sky.healpix import pixels_of
@@ -114,6 +115,7 @@ class CutoutRenderer:
                     )
                     for name in SWEEP_COLUMNS
                 }
+                self._catalog.update(_bulges_for(self.root, self._catalog))
                 self._tree = cKDTree(_unit(self._catalog["ra"], self._catalog["dec"]))
             assert self._tree is not None
             return self._catalog, self._tree
@@ -151,15 +153,20 @@ class CutoutRenderer:
                 sep < half_diag + PSF_MARGIN_ARCSEC + TRUNCATION_RADII * cat["shape_r"][near]
             ]
         flux = self.true_flux(near)[:, band_idx] if near.size else np.zeros((0, nb))
+        bulge_flux = cat["bulge_flux"][near][:, band_idx] if near.size else np.zeros((0, nb))
+        with_bulge = cat["bulge_r"][near] > 0
+        bulged = near[with_bulge]
+        # Each source is its disc (the sweep profile, carrying the flux not in the bulge) plus,
+        # where it has one, a round de Vaucouleurs bulge at the same position.
         shapes = SourceShapes(
-            cat["ra"][near],
-            cat["dec"][near],
-            cat["type"][near],
-            cat["sersic"][near],
-            cat["shape_r"][near],
-            cat["shape_e1"][near],
-            cat["shape_e2"][near],
-            flux,
+            np.r_[cat["ra"][near], cat["ra"][bulged]],
+            np.r_[cat["dec"][near], cat["dec"][bulged]],
+            np.r_[cat["type"][near], np.full(bulged.size, "DEV")],
+            np.r_[cat["sersic"][near], np.full(bulged.size, 4.0)],
+            np.r_[cat["shape_r"][near], cat["bulge_r"][bulged]],
+            np.r_[cat["shape_e1"][near], np.zeros(bulged.size)],
+            np.r_[cat["shape_e2"][near], np.zeros(bulged.size)],
+            np.r_[flux - bulge_flux, bulge_flux[with_bulge]],
         )
         image = render_sources(shapes, req.ra_deg, req.dec_deg, size, scale, fwhm)
         if noise:
@@ -189,6 +196,31 @@ class CutoutRenderer:
         sigma_pix = sigma_psf / np.sqrt(n_eff)
         shape = (len(req.bands), req.size_pix, req.size_pix)
         return (rng.standard_normal(shape) * sigma_pix[:, None, None]).astype(np.float32)
+
+
+def _bulges_for(root: Path, cat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``bulge_flux`` (N, 3) and ``bulge_r`` (N,) aligned with the sweep rows ``cat``.
+
+    A sky generated before bulges existed has no bulges file: every source is then one profile.
+    """
+    n = cat["ra"].size
+    out = {"bulge_flux": np.zeros((n, 3)), "bulge_r": np.zeros(n)}
+    path = bulges_path(root)
+    if not path.exists():
+        return out
+    table = pq.read_table(path)
+    key = cat["brickid"].astype(np.int64) << 32 | cat["objid"].astype(np.int64)
+    b_key = table["brickid"].to_numpy().astype(np.int64) << 32 | table["objid"].to_numpy()
+    order = np.argsort(key)
+    pos = np.searchsorted(key, b_key, sorter=order)
+    found = pos < n
+    rows = order[np.minimum(pos, n - 1)]
+    found &= key[rows] == b_key
+    if not found.all():
+        raise ValueError(f"{path}: {int((~found).sum())} bulges name no sweep source")
+    out["bulge_flux"][rows] = np.column_stack([table[f"bulge_flux_{b}"].to_numpy() for b in "grz"])
+    out["bulge_r"][rows] = table["bulge_r_arcsec"].to_numpy()
+    return out
 
 
 def _sep_arcsec(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> np.ndarray:

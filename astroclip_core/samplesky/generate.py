@@ -83,6 +83,39 @@ def truth_path(root: Path, release: str) -> Path:
     return root / "truth" / f"{release}.parquet"
 
 
+def bulges_path(root: Path) -> Path:
+    """``<root>/render/bulges.parquet``: the bulge of each imaging source that has one.
+
+    Not served: a sweep row describes a source by one profile, as Tractor does, so the cutout
+    renderer reads the bulge/disc split from here. Columns: brickid, objid (the sweep key),
+    bulge_flux_g/r/z (observed nanomaggies, part of the sweep's true flux), bulge_r_arcsec.
+    """
+    return root / "render" / "bulges.parquet"
+
+
+def write_bulges(root: Path, skies: dict[int, PixelSky]) -> None:
+    """Write :func:`bulges_path` for every source of ``skies`` with a bulge, sorted by key."""
+    parts = []
+    for pixel in sorted(skies):
+        src = skies[pixel].sources
+        has = src.bulge_r_arcsec > 0
+        parts.append(
+            {
+                "brickid": src.brickid[has].astype(np.int32),
+                "objid": src.objid[has].astype(np.int32),
+                **{
+                    f"bulge_flux_{b}": src.bulge_flux_nmgy[has, i].astype(np.float32)
+                    for i, b in enumerate("grz")
+                },
+                "bulge_r_arcsec": src.bulge_r_arcsec[has].astype(np.float32),
+            }
+        )
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    order = np.lexsort((cols["objid"], cols["brickid"]))
+    table = pa.table({k: v[order] for k, v in cols.items()})
+    atomic_write_parquet(str(bulges_path(root)), table)
+
+
 def write_manifest(root: Path, cfg: SampleSkyConfig) -> None:
     """Write ``samplesky.json`` (the config) so the server knows the seed and the footprint."""
     text = json.dumps(asdict(cfg), indent=1, sort_keys=True) + "\n"
@@ -314,6 +347,7 @@ def generate(
     footprints = [cfg.footprint(name) for name in names]
     skies = {pixel: build_pixel_sky(cfg, pixel) for pixel in cfg.union_pixels()}
     n_sources = write_sweeps(root, cfg, skies)
+    write_bulges(root, skies)
     summaries = tuple(write_release(root, cfg, fp, skies) for fp in footprints)
     write_manifest(root, cfg)
     return GenerationSummary(str(root), summaries, n_sources, time.perf_counter() - start)

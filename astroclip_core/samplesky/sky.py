@@ -43,6 +43,8 @@ class Sources:
     objid: np.ndarray
     ebv: np.ndarray
     fibre_fraction: np.ndarray
+    bulge_flux_nmgy: np.ndarray  # (N, 3) observed g, r, z of the bulge part of flux_nmgy
+    bulge_r_arcsec: np.ndarray  # bulge half-light radius; 0 where a source has no bulge
 
     def __len__(self) -> int:
         return int(self.ra_deg.size)
