@@ -99,6 +99,7 @@ class BenchConfig:
     compile: bool = False
     also_compile: bool = False
     compile_steps: int = 100
+    compile_mode: str | None = None  # torch.compile mode, e.g. "max-autotune-no-cudagraphs"
     sweep_batch: tuple[int, ...] = ()
     sweep_steps: int = 60
     max_seconds: float = 90.0  # per timed loop
@@ -155,6 +156,7 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
         help="after the eager rows, add a torch.compile row at --batch-size",
     )
     p.add_argument("--compile-steps", type=int, default=100, help="timed steps of that row")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode (default: default)")
     p.add_argument(
         "--sweep-batch", default="", help="comma-separated extra batch sizes, e.g. 128,512"
     )
@@ -184,6 +186,7 @@ def parse_args(argv: list[str] | None) -> BenchConfig:
         compile=a.compile,
         also_compile=a.also_compile,
         compile_steps=a.compile_steps,
+        compile_mode=a.compile_mode,
         sweep_batch=sweep,
         sweep_steps=a.sweep_steps,
         max_seconds=a.max_seconds,
@@ -370,7 +373,7 @@ def run_row(
     )
     row.flops_per_pair_analytic = analytic_flops_per_pair(model, row.batch_size)["total"]
 
-    forward = torch.compile(model) if row.compiled else model
+    forward = torch.compile(model, mode=bench.compile_mode) if row.compiled else model
     grad_clip = train_defaults.grad_clip
     sums = torch.zeros(6, dtype=torch.float64, device=device)  # as train._Meter: no sync
 
