@@ -101,6 +101,7 @@ class CutoutRenderer:
         self._lock = threading.Lock()
         self._catalog: dict[str, np.ndarray] | None = None
         self._tree: cKDTree | None = None
+        self._measured_fluxes = True  # set by _load from the sky's files
 
     def _load(self) -> tuple[dict[str, np.ndarray], cKDTree]:
         with self._lock:
@@ -116,6 +117,7 @@ class CutoutRenderer:
                     for name in SWEEP_COLUMNS
                 }
                 self._catalog.update(_bulges_for(self.root, self._catalog))
+                self._measured_fluxes = bulges_path(self.root).exists()
                 self._tree = cKDTree(_unit(self._catalog["ra"], self._catalog["dec"]))
             assert self._tree is not None
             return self._catalog, self._tree
@@ -175,9 +177,15 @@ class CutoutRenderer:
         return image
 
     def true_flux(self, rows: np.ndarray) -> np.ndarray:
-        """(len(rows), 3) true g, r, z fluxes: the sweep's measured FLUX less its noise draw."""
+        """(len(rows), 3) true g, r, z fluxes: the sweep's measured FLUX less its noise draw.
+
+        Skies generated before catalogue fluxes were measurements (they also have no bulges
+        file) stored the true flux in FLUX, which is then returned as it is.
+        """
         cat, _ = self._load()
         measured = np.column_stack([cat[f"flux_{b}"][rows] for b in "grz"]).astype(np.float64)
+        if not self._measured_fluxes:
+            return measured
         ivar = np.column_stack([cat[f"flux_ivar_{b}"][rows] for b in "grz"]).astype(np.float64)
         sigma = np.where(ivar > 0, 1.0 / np.sqrt(np.where(ivar > 0, ivar, 1.0)), 0.0)
         return measured - catalogue_flux_noise(
