@@ -3,10 +3,10 @@
 This is a *model-compute* benchmark: every batch is synthetic and generated on the device
 (``torch.randn`` on the GPU), so there is no Parquet, no loader and no augmentation in the
 timed loop; it measures what the model, the loss, the backward pass and the optimiser cost.
-The step is the one ``astroclip_core.training.train`` runs: ``build_model(preset)``, the loss
-terms the model's forward returns, bf16 autocast around the forward, ``zero_grad``,
-``backward``, ``clip_grad_norm_``, AdamW with the repo's decay groups (``build_optimizer``) and
-its warmup-cosine ``LambdaLR``. Differences from ``train.py``, all chosen for the GPU: AdamW is
+The step is ``astroclip_core.training.train.train_step``, the one training runs:
+``build_model(preset)``, the loss terms the model's forward returns, bf16 autocast around the
+forward, ``zero_grad``, ``backward``, ``clip_grad_norm_``, AdamW with the repo's decay groups
+(``build_optimizer``) and its warmup-cosine ``LambdaLR``. Differences from ``train.py``, all chosen for the GPU: AdamW is
 ``fused=True`` on CUDA (``--no-fused`` to turn it off), TF32 is allowed for fp32 matmuls, and
 ``--compile`` wraps the model in ``torch.compile``.
 
@@ -37,10 +37,8 @@ import argparse
 import gc
 import json
 import math
-import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,12 +49,14 @@ from torch.utils.flop_counter import FlopCounterMode
 # Runnable from a checkout without `pip install -e .`: put the repository root on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from astroclip_core.fsio import atomic_write_bytes  # noqa: E402
 from astroclip_core.model.clip import AstroClipModel, build_model  # noqa: E402
 from astroclip_core.model.config import ModelConfig  # noqa: E402
 from astroclip_core.tables.schemas import IMAGE_SHAPE  # noqa: E402
 from astroclip_core.training.augment import ModelInputs  # noqa: E402
 from astroclip_core.training.config import TrainConfig  # noqa: E402
 from astroclip_core.training.optim import build_optimizer, build_scheduler  # noqa: E402
+from astroclip_core.training.train import train_step  # noqa: E402
 
 GIB = 2**30
 BENCH_KIND = (
@@ -276,30 +276,6 @@ def analytic_flops_per_pair(model: AstroClipModel, batch_size: int) -> dict[str,
     return parts
 
 
-def train_step(
-    forward: Callable[..., object],
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LambdaLR,
-    inputs: ModelInputs,
-    autocast: torch.autocast,
-    grad_clip: float,
-) -> torch.Tensor:
-    """One optimiser step exactly as ``train._step`` runs it; returns the (6,) logged values.
-
-    ``forward`` is the model or its ``torch.compile`` wrapper; no device sync happens here.
-    """
-    with autocast:
-        terms = forward(inputs.image_nmgy, inputs.flux, inputs.valid)
-    optimizer.zero_grad(set_to_none=True)
-    terms.loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    scheduler.step()
-    values = (terms.loss, terms.loss_i2s, terms.loss_s2i, terms.accuracy, terms.logit_scale)
-    return torch.stack([v.detach().double() for v in (*values, grad_norm)])
-
-
 def count_flops_per_pair(
     model: AstroClipModel, inputs: ModelInputs, autocast: torch.autocast
 ) -> tuple[float, dict[str, float]]:
@@ -337,17 +313,8 @@ def run_row(
     torch.manual_seed(bench.seed)
     model = build_model(bench.preset).to(device)
     train_defaults = TrainConfig(out_dir="unused", files=(), steps=1)  # lr, decay, clip, warmup
-    base_opt = build_optimizer(model, train_defaults.lr, train_defaults.weight_decay)
     fused = bench.fused and device.type == "cuda"
-    # Same decay / no-decay groups and hyper-parameters as build_optimizer, plus fused=.
-    optimizer = torch.optim.AdamW(
-        [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in base_opt.param_groups],
-        lr=train_defaults.lr,
-        betas=base_opt.defaults["betas"],
-        eps=base_opt.defaults["eps"],
-        fused=fused or None,
-    )
-    del base_opt
+    optimizer = build_optimizer(model, train_defaults.lr, train_defaults.weight_decay, fused)
     total = row.warmup_steps + row.steps_requested + 1  # +1: the FLOP-count step's schedule
     scheduler = build_scheduler(
         optimizer, train_defaults.warmup_steps, total, train_defaults.min_lr_ratio
@@ -439,10 +406,7 @@ def print_row(row: Row) -> None:
 
 def _write(path: str | None, report: dict) -> None:
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{path}.tmp"
-        Path(tmp).write_text(json.dumps(report, indent=2, default=str))
-        os.replace(tmp, path)
+        atomic_write_bytes(path, json.dumps(report, indent=2, default=str).encode())
 
 
 def main(argv: list[str] | None = None) -> int:

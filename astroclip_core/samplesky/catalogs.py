@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from astroclip_core.samplesky.config import ReleaseFootprint, SampleSkyConfig
-from astroclip_core.samplesky.ids import brick_conditions, hash_uniform
+from astroclip_core.samplesky.ids import brick_conditions, hash_uniform, source_key
 from astroclip_core.samplesky.photometry import mw_transmission
 from astroclip_core.samplesky.sky import Sources, Targets, pixel_rng
 from astroclip_core.sky.healpix import DESI_NSIDE, pixels_of
@@ -42,9 +42,7 @@ def catalogue_flux_noise(
     the cutout renderer can subtract it again and render each source at its true flux.
     ``sigma_nmgy`` is (N, 3), i.e. 1 / sqrt(FLUX_IVAR).
     """
-    key = (np.asarray(brickid, dtype=np.uint64) << np.uint64(32)) | np.asarray(
-        objid, dtype=np.int64
-    ).astype(np.uint64)
+    key = source_key(brickid, objid)
     out = np.empty((key.size, 3))
     for b in range(3):
         u1 = hash_uniform(seed, key, salt=101 + 2 * b)

@@ -23,7 +23,7 @@ from scipy.spatial import cKDTree
 from astroclip_core.formats.legacysurvey import SWEEP_COLUMNS, read_sweep
 from astroclip_core.samplesky.catalogs import catalogue_flux_noise
 from astroclip_core.samplesky.generate import bulges_path, legacysurvey_root, read_manifest
-from astroclip_core.samplesky.ids import brick_conditions, bricks_of
+from astroclip_core.samplesky.ids import brick_conditions, bricks_of, source_key
 from astroclip_core.samplesky.render import TRUNCATION_RADII, SourceShapes, render_sources
 from astroclip_core.sky.healpix import pixels_of
 from astroclip_core.sources.layout import photsys_of_dec
@@ -217,8 +217,8 @@ def _bulges_for(root: Path, cat: dict[str, np.ndarray]) -> dict[str, np.ndarray]
     if not path.exists():
         return out
     table = pq.read_table(path)
-    key = cat["brickid"].astype(np.int64) << 32 | cat["objid"].astype(np.int64)
-    b_key = table["brickid"].to_numpy().astype(np.int64) << 32 | table["objid"].to_numpy()
+    key = source_key(cat["brickid"], cat["objid"])
+    b_key = source_key(table["brickid"].to_numpy(), table["objid"].to_numpy())
     order = np.argsort(key)
     pos = np.searchsorted(key, b_key, sorter=order)
     found = pos < n

@@ -37,6 +37,7 @@ from astroclip_core.samplesky.catalogs import (
     sweep_columns,
 )
 from astroclip_core.samplesky.config import DecoyRates, ReleaseFootprint, SampleSkyConfig
+from astroclip_core.samplesky.ids import source_key
 from astroclip_core.samplesky.sky import PixelSky
 from astroclip_core.samplesky.spectra import model_spectrum, observe
 from astroclip_core.sources import layout
@@ -160,7 +161,7 @@ def write_sweeps(root: Path, cfg: SampleSkyConfig, skies: dict[int, PixelSky]) -
     for (region, ra0, dec0), parts in sorted(groups.items()):
         cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         order = np.lexsort((cols["OBJID"], cols["BRICKID"]))
-        ids = cols["BRICKID"].astype(np.int64) << 32 | cols["OBJID"].astype(np.int64)
+        ids = source_key(cols["BRICKID"], cols["OBJID"])
         if np.unique(ids).size != ids.size:
             raise ValueError(f"sweep {region} {ra0} {dec0}: duplicate (BRICKID, OBJID)")
         path = legacysurvey_root(root) / layout.sweep_path(region, ra0, dec0)

@@ -75,6 +75,11 @@ def sky_targetid(brickid: np.ndarray, objid: np.ndarray) -> np.ndarray:
     return (1 << SKY_TARGET_BIT) | encode_targetid(np.zeros_like(brickid), brickid, objid)
 
 
+def source_key(brickid: np.ndarray, objid: np.ndarray) -> np.ndarray:
+    """(N,) int64 key of a sweep source: BRICKID in the high 32 bits, OBJID in the low ones."""
+    return np.asarray(brickid).astype(np.int64) << 32 | np.asarray(objid).astype(np.int64)
+
+
 def hash_uniform(seed: int, keys: np.ndarray, salt: int) -> np.ndarray:
     """Deterministic uniform [0, 1) numbers from integer ``keys`` (e.g. brick ids)."""
     x = np.asarray(keys, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)

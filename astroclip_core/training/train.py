@@ -15,6 +15,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from astroclip_core.fsio import atomic_write_bytes, read_bytes
 from astroclip_core.model.clip import AstroClipModel, build_model, resolve_model_config
+from astroclip_core.model.loss import LossTerms
 from astroclip_core.training.augment import ModelInputs, batch_generator, train_inputs
 from astroclip_core.training.checkpoint import (
     TrainState,
@@ -196,18 +198,37 @@ def _batches(run: _Run):
         epoch, start = epoch + 1, 0
 
 
-def _step(run: _Run, inputs: ModelInputs, config: TrainConfig, autocast) -> torch.Tensor:
-    """One optimiser step; returns the (len(_LOGGED_TERMS),) float64 values to log."""
+def train_step(
+    forward: Callable[..., LossTerms],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    inputs: ModelInputs,
+    autocast,
+    grad_clip: float,
+) -> torch.Tensor:
+    """One optimiser step; returns the (len(_LOGGED_TERMS),) float64 values to log.
+
+    ``forward`` is the model, its DDP wrapper or its ``torch.compile`` wrapper; ``model`` is
+    the bare module whose gradients are clipped. No device sync happens here.
+    """
     with autocast:
-        terms = run.ddp_model(inputs.image_nmgy, inputs.flux, inputs.valid)
-    run.optimizer.zero_grad(set_to_none=True)
+        terms = forward(inputs.image_nmgy, inputs.flux, inputs.valid)
+    optimizer.zero_grad(set_to_none=True)
     terms.loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
-    run.optimizer.step()
-    run.scheduler.step()
-    run.step += 1
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
     values = (terms.loss, terms.loss_i2s, terms.loss_s2i, terms.accuracy, terms.logit_scale)
     return torch.stack([v.detach().double() for v in (*values, grad_norm)])
+
+
+def _step(run: _Run, inputs: ModelInputs, config: TrainConfig, autocast) -> torch.Tensor:
+    values = train_step(
+        run.ddp_model, run.model, run.optimizer, run.scheduler, inputs, autocast, config.grad_clip
+    )
+    run.step += 1
+    return values
 
 
 class _Meter:
