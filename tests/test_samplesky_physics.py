@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import fitsio
 import numpy as np
 import pytest
 
@@ -12,7 +15,7 @@ from astroclip_core.samplesky.photometry import filters
 from astroclip_core.samplesky.population import draw_galaxies
 from astroclip_core.samplesky.render import SourceShapes, render_sources
 from astroclip_core.samplesky.sky import PixelSky
-from astroclip_core.samplesky.spectra import FLUX_UNIT, model_spectrum
+from astroclip_core.samplesky.spectra import FLUX_UNIT, model_spectrum, observe
 
 SPEC_MIN_ANGSTROM, SPEC_MAX_ANGSTROM = 3600.0, 9824.0
 # Strongest line of each feature (vacuum A); [O II] is a blend peaking between 3727 and 3730.
@@ -134,3 +137,29 @@ def test_properties_follow_populations() -> None:
     assert np.median(gal.log_mstar[far]) > np.median(gal.log_mstar[near])
     # Spheroids (red) are de Vaucouleurs, discs exponential.
     assert set(gal.sersic_n[gal.is_red]) == {4.0} and set(gal.sersic_n[~gal.is_red]) == {1.0}
+
+
+REAL_COADD = Path(__file__).parent / "data" / "desi" / "coadd-sv3-dark-26065.fits"
+
+
+def test_dark_spectrum_noise_matches_real_edr_coadd() -> None:
+    """A dark 1000 s sample-sky spectrum has the real EDR coadd's per-arm median sigma."""
+    fibermap = fitsio.read(str(REAL_COADD), "FIBERMAP")
+    rows = np.flatnonzero(fibermap["OBJTYPE"] == "TGT")
+    rows = rows[fibermap["TARGETID"][rows] > 0]  # the two real targets, 1009 s and 1443 s
+    assert rows.size == 2 and np.all(fibermap["COADD_EXPTIME"][rows] > 900)
+    n = 40
+    models = [{a: np.zeros(arm_wavelength(a).size) for a in "BRZ"}] * n
+    rng = np.random.default_rng(5)
+    dark = observe(models, rng, np.full(n, 1000.0), bright=False)
+    bright = observe(models, rng, np.full(n, 1000.0), bright=True)
+    for arm in "BRZ":
+        real_ivar = fitsio.read(str(REAL_COADD), f"{arm}_IVAR")[rows]
+        real = np.median(1 / np.sqrt(real_ivar[real_ivar > 0]))
+        ours = np.median(1 / np.sqrt(dark.ivar[arm][dark.ivar[arm] > 0]))
+        assert ours == pytest.approx(real, rel=0.15), arm
+        # The flux scatter of a zero source follows its ivar (sky residuals are small).
+        good = dark.ivar[arm] > 0
+        pull = dark.flux[arm][good] * np.sqrt(dark.ivar[arm][good])
+        assert 0.9 < np.std(pull) < 1.3, arm
+        assert np.median(1 / np.sqrt(bright.ivar[arm][bright.ivar[arm] > 0])) > 1.4 * ours

@@ -4,8 +4,12 @@ The model is the target's observed SED times its fibre fraction, in 1e-17 erg/s/
 a Gaussian line-spread function of FWHM 1.8 A: emission lines are drawn analytically with the
 LSF width added in quadrature; the continuum is convolved numerically. An observation adds
 per-pixel Gaussian noise whose variance follows a sky-like background (a smooth continuum plus
-sky emission lines, brighter in the bright program) over the arm throughput, leaves small
-sky-line subtraction residuals, and masks a few short pixel runs (mask bit set and ivar 0).
+sky emission lines, brighter in the bright program) over the arm throughput, plus the source's
+own photon noise, leaves small sky-line subtraction residuals, and masks a few short pixel runs
+(mask bit set and ivar 0).
+
+The noise level is calibrated per arm on a real EDR coadd (see :data:`DARK_SIGMA_1000S`): a
+dark-time 1000 s sample-sky spectrum has the same median per-pixel sigma in each arm.
 """
 
 from __future__ import annotations
@@ -31,14 +35,25 @@ LSF_FWHM_ANGSTROM = 1.8
 LSF_SIGMA_ANGSTROM = LSF_FWHM_ANGSTROM / (2 * np.sqrt(2 * np.log(2)))
 FLUX_UNIT = 1e-17  # erg/s/cm^2/A
 MASK_COSMIC = 1 << 2  # DESI specmask COSMIC
-# Noise variance scale: sigma = 0.55e-17 per pixel on the dark-sky continuum in 1000 s.
-NOISE_VARIANCE_1000S = 0.3
+# Median per-pixel sigma (1e-17 erg/s/cm^2/A) of a dark-time 1000 s coadd, per arm, measured on
+# the real EDR coadd tests/data/desi/coadd-sv3-dark-26065.fits (fuji, sv3 dark; its two target
+# rows have COADD_EXPTIME 1009 s and 1443 s and medians B 0.45/0.42, R 0.24/0.24, Z 0.18/0.19).
+DARK_SIGMA_1000S = {"B": 0.44, "R": 0.24, "Z": 0.19}
+# Source photon noise: variance = SOURCE_VARIANCE_1000S * flux (1e-17 units) at unit relative
+# throughput in 1000 s. One 0.8 A pixel of 1e-17 erg/s/cm^2/A at 6500 A is ~2.6e-6 photon/s/cm^2;
+# times ~8.7 m^2 of mirror and ~35% peak system throughput, ~80 photons in 1000 s.
+SOURCE_VARIANCE_1000S = 1.0 / 80.0
+# Sky-line subtraction residuals: Gaussian per spectrum, this fraction of the sky-line flux.
+SKY_RESIDUAL_FRACTION = 0.04
 SKY_LINES_FIXED = ((5578.9, 40.0), (5891.6, 12.0), (5897.6, 8.0), (6302.0, 15.0), (6365.5, 6.0))
 
 
 @lru_cache(maxsize=1)
 def sky_model() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per arm: (sky continuum, sky-line spectrum), relative units on the arm grid.
+    """Per arm: (sky continuum, sky-line spectrum) on the arm grid, in units of sky *variance*.
+
+    Each arm is scaled so that the dark sky (continuum + lines) over :func:`_throughput` gives
+    the median per-pixel sigma :data:`DARK_SIGMA_1000S` in 1000 s.
 
     The OH forest is a fixed pseudo-random list of lines (seeded constant, not by the sky's
     seed: the night sky is the same in every release).
@@ -54,7 +69,10 @@ def sky_model() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         sky_lines = np.zeros_like(wave)
         for lam, amp in lines:
             sky_lines += amp * np.exp(-0.5 * ((wave - lam) / LSF_SIGMA_ANGSTROM) ** 2)
-        out[arm] = (cont, sky_lines)
+        # sigma(1000 s) = sqrt(k (cont + lines) / throughput); choose k so its median matches.
+        shape_median = np.median(np.sqrt((cont + sky_lines) / _throughput(wave)))
+        k = (DARK_SIGMA_1000S[arm] / shape_median) ** 2
+        out[arm] = (k * cont, k * sky_lines)
     return out
 
 
@@ -127,12 +145,11 @@ def observe(
         model = np.stack([m[arm] for m in models]) if n else np.zeros((0, wave.size))
         background = sky_level * cont + lines  # (npix,)
         time = (exptime_s / 1000.0)[:, None]
-        var = (
-            NOISE_VARIANCE_1000S
-            * (background[None, :] + 0.3 * np.clip(model, 0, None))
-            / (time * _throughput(wave)[None, :])
+        var = (background[None, :] + SOURCE_VARIANCE_1000S * np.clip(model, 0, None)) / (
+            time * _throughput(wave)[None, :]
         )  # (N, npix)
-        residual = rng.normal(0, 0.04, (n, 1)) * lines[None, :] * NOISE_VARIANCE_1000S
+        # The sky-line flux is proportional to its variance (photon noise), hence to ``lines``.
+        residual = rng.normal(0, SKY_RESIDUAL_FRACTION, (n, 1)) * lines[None, :]
         f = model + rng.normal(size=model.shape) * np.sqrt(var) + residual
         iv = 1.0 / var
         m = np.zeros(model.shape, dtype=np.uint32)
