@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from pairs_fixture import micro_model_config
@@ -116,3 +118,59 @@ def test_loglambda_positions_are_fixed_and_smooth_in_wavelength() -> None:
     assert sim[60] == pytest.approx(1.0) and sim[61] > 0.4 and sim[59] > 0.4
     assert sim[61] > sim[70] and sim[59] > sim[50]
     assert sim[[0, 20, 100, 120]].abs().max() < 0.3
+
+
+def test_loglambda_grid_makes_a_redshift_a_shift() -> None:
+    """On grid='loglambda' a line at lambda sits at pixel ln(lambda / lambda_min) / step."""
+    from astroclip_core.model.config import SpectrumEncoderConfig
+    from astroclip_core.model.spectrum import loglambda_resampling
+
+    cfg = SpectrumEncoderConfig(width=32, depth=1, n_heads=2, grid="loglambda")
+    index, weight = loglambda_resampling(cfg)
+    wave = 3600.0 + 0.8 * torch.arange(L, dtype=torch.float64)
+    grid = torch.tensor(cfg.pixel_ln_lambda())
+    step = float(grid[1] - grid[0])
+    for z in (0.1, 0.5):
+        line = 5000.0 * (1 + z)
+        flux = torch.exp(-0.5 * ((wave - line) / 1.0) ** 2).float()
+        resampled = flux[index] * (1 - weight) + flux[index + 1] * weight
+        peak = int(resampled.argmax())
+        assert abs(peak - math.log(line / 3600.0) / step) <= 1.0
+    # A change of redshift moves the line by the same number of ln-lambda pixels at any z.
+    shift = math.log(1.5 / 1.1) / step
+    assert shift == pytest.approx(
+        (math.log(5000 * 1.5 / 3600) - math.log(5000 * 1.1 / 3600)) / step
+    )
+    with pytest.raises(ValueError, match="grid"):
+        SpectrumEncoderConfig(width=32, depth=1, n_heads=2, grid="log")
+
+
+def test_photometry_token_measures_aperture_fluxes() -> None:
+    """The aperture masks have area pi r^2, and the token sees total flux and colour."""
+    from dataclasses import replace
+
+    from astroclip_core.model.image import aperture_masks
+
+    masks = aperture_masks(144, (3.0, 12.0))
+    assert masks.sum((1, 2)).tolist() == pytest.approx([math.pi * 9, math.pi * 144], rel=0.02)
+    cfg = micro_model_config()
+    cfg = replace(cfg, image=replace(cfg.image, aperture_radii_pix=(3.0, 12.0)))
+    torch.manual_seed(0)
+    m = build_model(cfg).eval()
+    image, _, _ = _inputs(b=2)
+    tokens = m.image_encoder(image)
+    assert tokens.shape[1] == 1 + cfg.image.n_tokens
+    # Light outside the largest aperture leaves the photometry token's input unchanged, so a
+    # change there reaches the embedding only through the patches.
+    outer = image.clone()
+    outer[..., :10, :10] += 5.0
+    enc = m.image_encoder
+    with torch.no_grad():
+        flux_a = torch.einsum("bchw,ahw->bca", image[..., 4:148, 4:148], enc.aperture_masks)
+        flux_b = torch.einsum("bchw,ahw->bca", outer[..., 4:148, 4:148], enc.aperture_masks)
+        assert torch.equal(flux_a, flux_b)
+        brighter = image.clone()
+        brighter[..., 70:74, 70:74] += 1.0
+        assert not torch.equal(m.encode_image(brighter), m.encode_image(image))
+    with pytest.raises(ValueError, match="aperture_radii_pix"):
+        replace(cfg.image, aperture_radii_pix=(100.0,))

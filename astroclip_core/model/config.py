@@ -17,7 +17,10 @@ table as text (``python -m astroclip_core.model`` prints it).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
+
+import numpy as np
 
 # Per-band arcsinh softening scales (nanomaggies) for g, r, z. These are the legacypipe /
 # Legacy Surveys viewer RGB scales (g 0.0066, r 0.01, z 0.025): about the sky noise of one
@@ -36,6 +39,12 @@ class ImageEncoderConfig:
     ``bin_factor`` (1 = full resolution; 2 halves the tokens per side for the CPU preset),
     then cut into ``patch_pix`` x ``patch_pix`` patches: (crop_pix / bin_factor / patch_pix)^2
     tokens.
+
+    ``aperture_radii_pix`` (native pixels, may be empty) adds one photometry token: each band's
+    flux summed in circles of these radii about the crop centre, measured on the nanomaggy crop
+    before any stretch or binning and arcsinh-scaled by that aperture's sky noise. It plays the
+    part of the spectrum's statistics token: the integrated light and colours the patches'
+    arcsinh stretch compresses.
     """
 
     width: int
@@ -46,10 +55,18 @@ class ImageEncoderConfig:
     bin_factor: int = 1
     mlp_ratio: float = 4.0
     band_scales_nmgy: tuple[float, float, float] = LEGACY_SURVEY_BAND_SCALES_NMGY
+    aperture_radii_pix: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if any(not 0 < r <= self.crop_pix / 2 for r in self.aperture_radii_pix):
+            raise ValueError(
+                f"aperture_radii_pix must lie in (0, {self.crop_pix / 2}], "
+                f"got {self.aperture_radii_pix}"
+            )
 
     @property
     def n_tokens(self) -> int:
-        """Number of patch tokens per image."""
+        """Number of patch tokens per image (the photometry token not included)."""
         side = self.crop_pix // self.bin_factor
         if side % self.patch_pix:
             raise ValueError(
@@ -65,6 +82,11 @@ class SpectrumEncoderConfig:
     The 7781-pixel spectrum is padded at the red end to a whole number of strides and cut into
     slices of ``slice_pix`` pixels every ``stride_pix`` pixels; one extra token carries the
     spectrum's own (log std, mean / std).
+
+    ``grid="loglambda"`` first interpolates the standardised spectrum onto ``n_wavelength``
+    points evenly spaced in ln(lambda) over the same range, so that a redshift is a pure shift
+    and a rest-frame feature spans the same number of pixels at every redshift; slices are then
+    cut from that grid ("linear", the default, slices the instrument's 0.8 A grid).
     """
 
     width: int
@@ -78,12 +100,26 @@ class SpectrumEncoderConfig:
     # slice's ln(wavelength), so a redshift (a shift in ln lambda) moves a feature smoothly
     # through position space from the first step (the tiny preset's few steps need that).
     position: str = "learned"
+    grid: str = "linear"
     wave_min_angstrom: float = DESI_WAVE_MIN_ANGSTROM
     wave_step_angstrom: float = DESI_WAVE_STEP_ANGSTROM
 
     def __post_init__(self) -> None:
         if self.position not in ("learned", "loglambda"):
             raise ValueError(f"position must be 'learned' or 'loglambda', got {self.position!r}")
+        if self.grid not in ("linear", "loglambda"):
+            raise ValueError(f"grid must be 'linear' or 'loglambda', got {self.grid!r}")
+
+    def pixel_ln_lambda(self) -> np.ndarray:
+        """(n_wavelength,) ln(lambda / lambda_min) of each pixel of the sliced grid (float64)."""
+        ln_max = math.log1p(
+            (self.n_wavelength - 1) * self.wave_step_angstrom / self.wave_min_angstrom
+        )
+        if self.grid == "loglambda":
+            return np.linspace(0.0, ln_max, self.n_wavelength)
+        return np.log1p(
+            np.arange(self.n_wavelength) * self.wave_step_angstrom / self.wave_min_angstrom
+        )
 
     @property
     def padded_length(self) -> int:
@@ -140,6 +176,7 @@ class ModelConfig:
         image["band_scales_nmgy"] = tuple(
             image.get("band_scales_nmgy", LEGACY_SURVEY_BAND_SCALES_NMGY)
         )
+        image["aperture_radii_pix"] = tuple(image.get("aperture_radii_pix", ()))
         return cls(
             image=ImageEncoderConfig(**image),
             spectrum=SpectrumEncoderConfig(**data["spectrum"]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,17 +42,37 @@ def standardise(flux: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, 
 LOGLAMBDA_OMEGA_RANGE = (1.0, 3000.0)
 
 
+def loglambda_resampling(config: SpectrumEncoderConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear interpolation from the 0.8 A grid onto the even ln(lambda) grid.
+
+    Returns (index (L,) int64, weight (L,) float32): output pixel j is
+    ``x[index[j]] * (1 - weight[j]) + x[index[j] + 1] * weight[j]``.
+    """
+    if config.grid != "loglambda":
+        raise ValueError(f"loglambda_resampling needs grid='loglambda', got {config.grid!r}")
+    ln_grid = config.pixel_ln_lambda()
+    # Fractional input pixel of each output wavelength: lambda = lambda_min * exp(ln_grid).
+    pos = np.expm1(ln_grid) * config.wave_min_angstrom / config.wave_step_angstrom
+    index = np.clip(np.floor(pos).astype(np.int64), 0, config.n_wavelength - 2)
+    weight = np.clip(pos - index, 0.0, 1.0)
+    return torch.tensor(index), torch.tensor(weight, dtype=torch.float32)
+
+
 def loglambda_encoding(config: SpectrumEncoderConfig) -> torch.Tensor:
     """(1, 1 + n_slices, width) fixed position encoding: sin/cos of each slice's ln(lambda).
 
-    Row 0 (the statistics token) is zero; row 1 + j encodes the centre wavelength of slice j,
-    ln(lambda / lambda_min) times ``width // 2`` log-spaced frequencies.
+    Row 0 (the statistics token) is zero; row 1 + j encodes the centre wavelength of slice j
+    on the sliced grid (``config.grid``), ln(lambda / lambda_min) times ``width // 2``
+    log-spaced frequencies.
     """
-    centre_pix = (
-        torch.arange(config.n_slices, dtype=torch.float64) * config.stride_pix
-        + (config.slice_pix - 1) / 2
-    )
-    ln_lambda = torch.log1p(centre_pix * config.wave_step_angstrom / config.wave_min_angstrom)
+    centre_pix = np.arange(config.n_slices) * config.stride_pix + (config.slice_pix - 1) / 2
+    if config.grid == "loglambda":  # even in ln(lambda): the padding continues the same step
+        grid = config.pixel_ln_lambda()
+        ln_lambda = torch.tensor(centre_pix * (grid[1] - grid[0]))
+    else:
+        ln_lambda = torch.tensor(
+            np.log1p(centre_pix * config.wave_step_angstrom / config.wave_min_angstrom)
+        )
     lo, hi = LOGLAMBDA_OMEGA_RANGE
     omega = torch.logspace(math.log10(lo), math.log10(hi), config.width // 2, dtype=torch.float64)
     angle = ln_lambda[:, None] * omega[None, :]  # (n_slices, width // 2) radians
@@ -74,6 +95,10 @@ class SpectrumEncoder(nn.Module):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
         else:
             self.register_buffer("pos_embed", loglambda_encoding(config), persistent=False)
+        if config.grid == "loglambda":
+            index, weight = loglambda_resampling(config)
+            self.register_buffer("resample_index", index, persistent=False)
+            self.register_buffer("resample_weight", weight, persistent=False)
         self.transformer = Transformer(config.width, config.depth, config.n_heads, config.mlp_ratio)
 
     def forward(self, flux: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -85,6 +110,10 @@ class SpectrumEncoder(nn.Module):
                 f"got {tuple(flux.shape)} and {tuple(valid.shape)}"
             )
         x, stats = standardise(flux.float(), valid)
+        if cfg.grid == "loglambda":
+            # Invalid pixels are 0 (the mean) already, so they interpolate to the mean too.
+            i, w = self.resample_index, self.resample_weight
+            x = x[:, i] * (1 - w) + x[:, i + 1] * w  # (B, L) on the ln(lambda) grid
         x = F.pad(x, (0, cfg.padded_length - cfg.n_wavelength))  # (B, L_pad), zeros = mean
         slices = x.unfold(1, cfg.slice_pix, cfg.stride_pix)  # (B, n_slices, slice_pix)
         tokens = torch.cat(

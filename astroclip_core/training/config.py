@@ -79,7 +79,10 @@ class TrainConfig:
         if isinstance(data.get("model"), dict):
             data["model"] = ModelConfig.from_dict(data["model"])
         if isinstance(data.get("augment"), dict):
-            data["augment"] = AugmentConfig(**data["augment"])
+            augment = dict(data["augment"])
+            if augment.get("redshift_negatives") is not None:  # JSON gives a list
+                augment["redshift_negatives"] = tuple(augment["redshift_negatives"])
+            data["augment"] = AugmentConfig(**augment)
         if data.get("files") is not None:
             data["files"] = tuple(data["files"])
         return cls(**data)

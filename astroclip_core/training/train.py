@@ -213,7 +213,13 @@ def train_step(
     the bare module whose gradients are clipped. No device sync happens here.
     """
     with autocast:
-        terms = forward(inputs.image_nmgy, inputs.flux, inputs.valid)
+        terms = forward(
+            inputs.image_nmgy,
+            inputs.flux,
+            inputs.valid,
+            inputs.flux_negative,
+            inputs.valid_negative,
+        )
     optimizer.zero_grad(set_to_none=True)
     terms.loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
