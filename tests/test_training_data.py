@@ -17,7 +17,6 @@ from astroclip_core.training.augment import (
     augment_images,
     batch_generator,
     eval_inputs,
-    redshift_negatives,
     train_inputs,
 )
 from astroclip_core.training.data import (
@@ -165,42 +164,3 @@ def test_eval_inputs_are_the_centre_crop_without_noise() -> None:
     inputs = eval_inputs(batch, 144)
     assert torch.equal(inputs.image_nmgy, torch.from_numpy(batch.image[:, :, 4:148, 4:148]))
     assert torch.equal(inputs.flux, torch.from_numpy(batch.flux))
-
-
-def test_redshift_negatives_move_lines_and_share_one_window() -> None:
-    n = 7781
-    wave = 3600.0 + 0.8 * torch.arange(n, dtype=torch.float64)
-    flux = torch.exp(-0.5 * ((wave - 5000.0) / 1.0) ** 2).float().repeat(3, 1)
-    valid = torch.ones(3, n, dtype=torch.bool)
-    valid[2, 1000:1010] = False  # a masked run moves with the spectrum
-    delta = torch.tensor([0.05, -0.05, 0.02], dtype=torch.float64)
-    anchor_valid, shifted, shifted_valid = redshift_negatives(flux, valid, delta)
-    for i in range(2):
-        assert float(wave[shifted[i].argmax()]) == pytest.approx(
-            5000.0 * (1 + float(delta[i])), abs=0.8
-        )
-    assert torch.equal(anchor_valid[:2], shifted_valid[:2])  # same window, no other masks
-    # Redshifting by 5% leaves the blue end (below 3600 * 1.05 A) undefined; blueshifting, the red.
-    assert not shifted_valid[0, wave < 3600 * 1.05 - 1].any()
-    assert shifted_valid[0, wave > 3600 * 1.05 + 1].all()
-    assert not shifted_valid[1, wave > wave[-1] * 0.95 + 1].any()
-    masked = ~shifted_valid[2] & (wave > 3600 * 1.02 + 1)
-    lo, hi = wave[masked].min().item(), wave[masked].max().item()
-    assert lo == pytest.approx(float(wave[1000]) * 1.02, abs=1.0)
-    assert hi == pytest.approx(float(wave[1009]) * 1.02, abs=1.0)
-    assert torch.all(shifted[~shifted_valid] == 0)
-
-
-def test_train_inputs_with_redshift_negatives() -> None:
-    batch = decode_pairs(make_pairs_table(8))
-    config = AugmentConfig(redshift_negatives=(0.01, 0.1))
-    a = train_inputs(batch, 144, config, batch_generator(0, 0, 3))
-    b = train_inputs(batch, 144, config, batch_generator(0, 0, 3))
-    assert a.flux_negative.shape == a.flux.shape and torch.equal(a.flux_negative, b.flux_negative)
-    assert not torch.equal(a.flux_negative, a.flux)
-    plain = train_inputs(batch, 144, AugmentConfig(), batch_generator(0, 0, 3))
-    assert plain.flux_negative is None
-    # The anchors lose only the edge pixels outside the shared window.
-    assert torch.all(a.valid <= plain.valid) and a.valid.sum() < plain.valid.sum()
-    with pytest.raises(ValueError, match="redshift_negatives"):
-        AugmentConfig(redshift_negatives=(0.2, 0.1))

@@ -66,25 +66,10 @@ class AstroClipModel(nn.Module):
         return F.normalize(self.spectrum_features(flux, valid).float(), dim=-1)
 
     def forward(
-        self,
-        image_nmgy: torch.Tensor,
-        flux: torch.Tensor,
-        valid: torch.Tensor,
-        flux_negative: torch.Tensor | None = None,
-        valid_negative: torch.Tensor | None = None,
+        self, image_nmgy: torch.Tensor, flux: torch.Tensor, valid: torch.Tensor
     ) -> LossTerms:
-        """Loss terms of one batch of pairs (row i of each input is the same galaxy).
-
-        ``flux_negative``/``valid_negative`` (B, L), e.g. redshifted copies of the spectra, are
-        encoded in the same pass and join the spectra that each image is contrasted against.
-        """
-        if flux_negative is None:
-            return self.loss(self.image_features(image_nmgy), self.spectrum_features(flux, valid))
-        b = len(flux)
-        spectra = self.spectrum_features(
-            torch.cat([flux, flux_negative]), torch.cat([valid, valid_negative])
-        )  # (2B, D)
-        return self.loss(self.image_features(image_nmgy), spectra[:b], spectra[b:])
+        """Loss terms of one batch of pairs (row i of each input is the same galaxy)."""
+        return self.loss(self.image_features(image_nmgy), self.spectrum_features(flux, valid))
 
     def param_counts(self) -> ParamCounts:
         """Parameters per part."""

@@ -51,18 +51,8 @@ class ContrastiveLoss(nn.Module):
         """The current scale, exp(log scale) clamped to ``max_logit_scale``."""
         return self.log_logit_scale.exp().clamp(max=self.config.max_logit_scale)
 
-    def forward(
-        self,
-        image_emb: torch.Tensor,
-        spectrum_emb: torch.Tensor,
-        spectrum_negatives: torch.Tensor | None = None,
-    ) -> LossTerms:
-        """Loss terms for (B, D) image and spectrum embeddings (any norm; computed in fp32).
-
-        ``spectrum_negatives`` (N, D), optional, are extra spectra that every image query is
-        contrasted against (the image->spectrum softmax runs over B + N); they are nobody's
-        partner and are not queries. Accuracy counts the B x B block only.
-        """
+    def forward(self, image_emb: torch.Tensor, spectrum_emb: torch.Tensor) -> LossTerms:
+        """Loss terms for (B, D) image and spectrum embeddings (any norm; computed in fp32)."""
         if image_emb.shape != spectrum_emb.shape or image_emb.ndim != 2:
             raise ValueError(
                 f"embeddings must both be (B, D), got {tuple(image_emb.shape)} and "
@@ -74,13 +64,8 @@ class ContrastiveLoss(nn.Module):
             sp = F.normalize(spectrum_emb.float(), dim=-1)
             scale = self.logit_scale().float()
             logits = scale * im @ sp.T  # (B, B): row i = image i against every spectrum
-            if spectrum_negatives is not None:
-                neg = F.normalize(spectrum_negatives.float(), dim=-1)
-                i2s = torch.cat([logits, scale * im @ neg.T], dim=1)  # (B, B + N)
-            else:
-                i2s = logits
         target = torch.arange(len(im), device=im.device)
-        loss_i2s = F.cross_entropy(i2s, target)
+        loss_i2s = F.cross_entropy(logits, target)
         loss_s2i = F.cross_entropy(logits.T, target)
         with torch.no_grad():
             acc = 0.5 * (

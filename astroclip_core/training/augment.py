@@ -7,10 +7,7 @@ Image (on the whole batch, per-sample random choices, no per-row Python):
 Spectrum:
 - Gaussian noise with sigma = noise_scale / sqrt(ivar), 0 where ivar == 0;
 - pixels with mask != 0 or ivar == 0 are marked invalid; the encoder replaces them with the
-  spectrum's own mean after standardisation (see ``astroclip_core.model.spectrum``);
-- optionally, redshifted negatives (:func:`redshift_negatives`): each spectrum resampled to
-  lambda * (1 + delta), a random |delta| in [min, max]. Label-free: a shift in ln(lambda) is a
-  change of redshift whatever the galaxy's redshift is, so no truth is used.
+  spectrum's own mean after standardisation (see ``astroclip_core.model.spectrum``).
 
 The randomness of a batch comes from a generator seeded by (seed, rank, step), so the
 augmentation of any step is reproducible without carrying generator state through a resume.
@@ -23,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from astroclip_core.model.config import DESI_WAVE_MIN_ANGSTROM, DESI_WAVE_STEP_ANGSTROM
 from astroclip_core.model.image import centre_crop
 from astroclip_core.training.data import PairArrays
 
@@ -36,17 +32,6 @@ class AugmentConfig:
     rot90: bool = True
     random_crop: bool = True
     spectrum_noise_scale: float = 1.0
-    # Range of |delta| for redshifted negatives, lambda -> lambda (1 + delta); None: no negatives.
-    redshift_negatives: tuple[float, float] | None = None
-
-    def __post_init__(self) -> None:
-        if self.redshift_negatives is not None:
-            lo, hi = self.redshift_negatives
-            if not 0.0 < lo <= hi < 0.5:
-                raise ValueError(
-                    f"redshift_negatives must be (min, max) with 0 < min <= max < 0.5, "
-                    f"got {self.redshift_negatives}"
-                )
 
 
 @dataclass(frozen=True)
@@ -56,23 +41,11 @@ class ModelInputs:
     image_nmgy: torch.Tensor  # (B, 3, crop, crop) float32
     flux: torch.Tensor  # (B, L) float32
     valid: torch.Tensor  # (B, L) bool
-    # Redshifted copies of the spectra, extra negatives for the image queries (or None).
-    flux_negative: torch.Tensor | None = None  # (B, L) float32
-    valid_negative: torch.Tensor | None = None  # (B, L) bool
 
     def to(self, device: torch.device | str) -> ModelInputs:
         """The same batch on ``device`` (non-blocking copies)."""
         return ModelInputs(
-            *(
-                None if t is None else t.to(device, non_blocking=True)
-                for t in (
-                    self.image_nmgy,
-                    self.flux,
-                    self.valid,
-                    self.flux_negative,
-                    self.valid_negative,
-                )
-            )
+            *(t.to(device, non_blocking=True) for t in (self.image_nmgy, self.flux, self.valid))
         )
 
 
@@ -113,33 +86,6 @@ def augment_images(
     return out
 
 
-def redshift_negatives(
-    flux: torch.Tensor,
-    valid: torch.Tensor,
-    delta: torch.Tensor,
-    wave_min_angstrom: float = DESI_WAVE_MIN_ANGSTROM,
-    wave_step_angstrom: float = DESI_WAVE_STEP_ANGSTROM,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Spectra moved to lambda * (1 + delta), and the window both share.
-
-    flux (B, L), valid (B, L) bool on the linear wavelength grid, delta (B,) ->
-    (valid of the originals cut to the common window (B, L), shifted flux (B, L), its valid).
-    Output pixel j of a shifted spectrum is the original at lambda_j / (1 + delta), linearly
-    interpolated. Both spectra are cut to the wavelengths where the shifted one is defined, so
-    the two differ only by the shift and not by where their valid pixels start or end.
-    """
-    b, n = flux.shape
-    wave = wave_min_angstrom + wave_step_angstrom * torch.arange(n, dtype=torch.float64)
-    src = (wave[None, :] / (1 + delta.double()[:, None]) - wave_min_angstrom) / wave_step_angstrom
-    inside = (src >= 0) & (src <= n - 1)  # (B, L) where the shifted spectrum is defined
-    i0 = src.floor().clamp(0, n - 2).long()
-    w = (src - i0).clamp(0, 1).float()
-    f0, f1 = flux.gather(1, i0), flux.gather(1, i0 + 1)
-    shifted = f0 * (1 - w) + f1 * w
-    shifted_valid = valid.gather(1, i0) & valid.gather(1, i0 + 1) & inside
-    return valid & inside, torch.where(shifted_valid, shifted, torch.zeros(())), shifted_valid
-
-
 def train_inputs(
     batch: PairArrays, crop_pix: int, config: AugmentConfig, gen: torch.Generator
 ) -> ModelInputs:
@@ -151,14 +97,7 @@ def train_inputs(
         sigma = torch.where(ivar > 0, ivar.clamp_min(1e-30).rsqrt(), torch.zeros(()))
         noise = torch.randn(flux.shape, generator=gen)
         flux = flux + config.spectrum_noise_scale * sigma * noise
-    valid = _valid(batch)
-    if config.redshift_negatives is None:
-        return ModelInputs(image_nmgy=image, flux=flux, valid=valid)
-    lo, hi = config.redshift_negatives
-    size = lo + (hi - lo) * torch.rand(len(flux), generator=gen, dtype=torch.float64)
-    sign = torch.where(torch.rand(len(flux), generator=gen) < 0.5, -1.0, 1.0).double()
-    valid, flux_neg, valid_neg = redshift_negatives(flux, valid, sign * size)
-    return ModelInputs(image, flux, valid, flux_neg, valid_neg)
+    return ModelInputs(image_nmgy=image, flux=flux, valid=_valid(batch))
 
 
 def eval_inputs(batch: PairArrays, crop_pix: int) -> ModelInputs:

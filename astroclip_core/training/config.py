@@ -79,10 +79,7 @@ class TrainConfig:
         if isinstance(data.get("model"), dict):
             data["model"] = ModelConfig.from_dict(data["model"])
         if isinstance(data.get("augment"), dict):
-            augment = dict(data["augment"])
-            if augment.get("redshift_negatives") is not None:  # JSON gives a list
-                augment["redshift_negatives"] = tuple(augment["redshift_negatives"])
-            data["augment"] = AugmentConfig(**augment)
+            data["augment"] = AugmentConfig(**data["augment"])
         if data.get("files") is not None:
             data["files"] = tuple(data["files"])
         return cls(**data)

@@ -213,13 +213,7 @@ def train_step(
     the bare module whose gradients are clipped. No device sync happens here.
     """
     with autocast:
-        terms = forward(
-            inputs.image_nmgy,
-            inputs.flux,
-            inputs.valid,
-            inputs.flux_negative,
-            inputs.valid_negative,
-        )
+        terms = forward(inputs.image_nmgy, inputs.flux, inputs.valid)
     optimizer.zero_grad(set_to_none=True)
     terms.loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
