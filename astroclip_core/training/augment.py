@@ -6,6 +6,9 @@ Image (on the whole batch, per-sample random choices, no per-row Python):
   preferred orientation, and the D4 symmetry keeps the pixel grid intact).
 Spectrum:
 - Gaussian noise with sigma = noise_scale / sqrt(ivar), 0 where ivar == 0;
+- optionally, an overall flux scale 10^u, u uniform in +-``spectrum_scale_jitter_dex``,
+  independent of the image: the pair then cannot be matched on exact brightness alone, so
+  the embeddings weigh shape (colours, lines, redshift) more;
 - pixels with mask != 0 or ivar == 0 are marked invalid; the encoder replaces them with the
   spectrum's own mean after standardisation (see ``astroclip_core.model.spectrum``).
 
@@ -32,6 +35,7 @@ class AugmentConfig:
     rot90: bool = True
     random_crop: bool = True
     spectrum_noise_scale: float = 1.0
+    spectrum_scale_jitter_dex: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,9 @@ def train_inputs(
         sigma = torch.where(ivar > 0, ivar.clamp_min(1e-30).rsqrt(), torch.zeros(()))
         noise = torch.randn(flux.shape, generator=gen)
         flux = flux + config.spectrum_noise_scale * sigma * noise
+    if config.spectrum_scale_jitter_dex > 0:
+        u = (2 * torch.rand(len(flux), 1, generator=gen) - 1) * config.spectrum_scale_jitter_dex
+        flux = flux * 10**u  # (B, 1) per-spectrum scale
     return ModelInputs(image_nmgy=image, flux=flux, valid=_valid(batch))
 
 
