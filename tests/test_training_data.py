@@ -149,7 +149,7 @@ def test_flips_and_rotations_permute_pixels_per_sample() -> None:
 
 def test_spectrum_noise_follows_ivar_and_spares_masked_pixels() -> None:
     batch = _batch(64)
-    cfg = AugmentConfig(flips=False, rot90=False, random_crop=False)
+    cfg = AugmentConfig(flips=False, rot90=False, random_crop=False, spectrum_scale_jitter_dex=0.0)
     noisy = train_inputs(batch, 144, cfg, batch_generator(0, 0, 0))
     delta = noisy.flux - torch.from_numpy(batch.flux)
     ivar = torch.from_numpy(batch.ivar)
@@ -164,3 +164,25 @@ def test_eval_inputs_are_the_centre_crop_without_noise() -> None:
     inputs = eval_inputs(batch, 144)
     assert torch.equal(inputs.image_nmgy, torch.from_numpy(batch.image[:, :, 4:148, 4:148]))
     assert torch.equal(inputs.flux, torch.from_numpy(batch.flux))
+
+
+def test_spectrum_scale_jitter_scales_each_spectrum_as_a_whole() -> None:
+    batch = _batch(64)
+    base = AugmentConfig(flips=False, rot90=False, random_crop=False, spectrum_noise_scale=0.0)
+    jitter = AugmentConfig(
+        flips=False,
+        rot90=False,
+        random_crop=False,
+        spectrum_noise_scale=0.0,
+        spectrum_scale_jitter_dex=0.3,
+    )
+    plain = train_inputs(batch, 144, base, batch_generator(0, 0, 0))
+    scaled = train_inputs(batch, 144, jitter, batch_generator(0, 0, 0))
+    assert torch.equal(plain.image_nmgy, scaled.image_nmgy)
+    flux = torch.from_numpy(batch.flux)
+    good = flux.abs() > 1e-3
+    ratio = torch.where(good, scaled.flux / torch.where(good, flux, 1.0), torch.nan)
+    per_row = ratio.nanmedian(dim=1).values  # (B,) one factor per spectrum
+    assert torch.allclose(ratio[good], per_row[:, None].expand_as(ratio)[good], rtol=1e-5)
+    log_ratio = per_row.log10()
+    assert log_ratio.abs().max() <= 0.3 + 1e-6 and log_ratio.std() > 0.1

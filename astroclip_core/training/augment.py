@@ -6,7 +6,7 @@ Image (on the whole batch, per-sample random choices, no per-row Python):
   preferred orientation, and the D4 symmetry keeps the pixel grid intact).
 Spectrum:
 - Gaussian noise with sigma = noise_scale / sqrt(ivar), 0 where ivar == 0;
-- optionally, an overall flux scale 10^u, u uniform in +-``spectrum_scale_jitter_dex``,
+- an overall flux scale 10^u, u uniform in +-``spectrum_scale_jitter_dex``,
   independent of the image: the pair then cannot be matched on exact brightness alone, so
   the embeddings weigh shape (colours, lines, redshift) more;
 - pixels with mask != 0 or ivar == 0 are marked invalid; the encoder replaces them with the
@@ -35,7 +35,10 @@ class AugmentConfig:
     rot90: bool = True
     random_crop: bool = True
     spectrum_noise_scale: float = 1.0
-    spectrum_scale_jitter_dex: float = 0.0
+    # 0.3 dex, a factor of 2. Without it both embeddings weigh exact brightness (the surest
+    # cue for matching a pair), which dilutes k-NN in redshift: tiny, 1200 steps, default sky,
+    # spectrum-embedding redshift R2 0.913 without, 0.937 with (one run each).
+    spectrum_scale_jitter_dex: float = 0.3
 
 
 @dataclass(frozen=True)
