@@ -123,7 +123,7 @@ def test_tiny_learns_to_align_the_synthetic_pairs(tmp_path) -> None:
         out_dir=str(tmp_path / "tiny"),
         model="tiny",
         files=tuple(files),
-        steps=50,
+        steps=120,
         batch_size=32,
         lr=6e-4,
         warmup_steps=15,
