@@ -20,8 +20,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
 # Per-band arcsinh softening scales (nanomaggies) for g, r, z. These are the legacypipe /
 # Legacy Surveys viewer RGB scales (g 0.0066, r 0.01, z 0.025): about the sky noise of one
 # pixel, so faint outskirts stay linear and bright cores are compressed logarithmically.
@@ -110,16 +108,13 @@ class SpectrumEncoderConfig:
         if self.grid not in ("linear", "loglambda"):
             raise ValueError(f"grid must be 'linear' or 'loglambda', got {self.grid!r}")
 
-    def pixel_ln_lambda(self) -> np.ndarray:
-        """(n_wavelength,) ln(lambda / lambda_min) of each pixel of the sliced grid (float64)."""
-        ln_max = math.log1p(
+    @property
+    def ln_lambda_step(self) -> float:
+        """Pixel step in ln(lambda) of the even ln-lambda grid (same range and pixel count)."""
+        ln_range = math.log1p(
             (self.n_wavelength - 1) * self.wave_step_angstrom / self.wave_min_angstrom
         )
-        if self.grid == "loglambda":
-            return np.linspace(0.0, ln_max, self.n_wavelength)
-        return np.log1p(
-            np.arange(self.n_wavelength) * self.wave_step_angstrom / self.wave_min_angstrom
-        )
+        return ln_range / (self.n_wavelength - 1)
 
     @property
     def padded_length(self) -> int:

@@ -50,7 +50,7 @@ def loglambda_resampling(config: SpectrumEncoderConfig) -> tuple[torch.Tensor, t
     """
     if config.grid != "loglambda":
         raise ValueError(f"loglambda_resampling needs grid='loglambda', got {config.grid!r}")
-    ln_grid = config.pixel_ln_lambda()
+    ln_grid = np.arange(config.n_wavelength) * config.ln_lambda_step  # ln(lambda / lambda_min)
     # Fractional input pixel of each output wavelength: lambda = lambda_min * exp(ln_grid).
     pos = np.expm1(ln_grid) * config.wave_min_angstrom / config.wave_step_angstrom
     index = np.clip(np.floor(pos).astype(np.int64), 0, config.n_wavelength - 2)
@@ -67,8 +67,7 @@ def loglambda_encoding(config: SpectrumEncoderConfig) -> torch.Tensor:
     """
     centre_pix = np.arange(config.n_slices) * config.stride_pix + (config.slice_pix - 1) / 2
     if config.grid == "loglambda":  # even in ln(lambda): the padding continues the same step
-        grid = config.pixel_ln_lambda()
-        ln_lambda = torch.tensor(centre_pix * (grid[1] - grid[0]))
+        ln_lambda = torch.tensor(centre_pix * config.ln_lambda_step)
     else:
         ln_lambda = torch.tensor(
             np.log1p(centre_pix * config.wave_step_angstrom / config.wave_min_angstrom)
