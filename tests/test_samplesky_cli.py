@@ -38,6 +38,16 @@ def test_service_publishes_only_missing_releases(tmp_path: Path) -> None:
     assert ensure_published(tmp_path, ["edr"], seed=3, size="tiny") is None
     with pytest.raises(ValueError, match="another config"):
         ensure_published(tmp_path, ["edr"], seed=4, size="tiny")
+    # A sky written by older generator code (no version in its manifest) is not reused.
+    manifest = tmp_path / "samplesky.json"
+    text = manifest.read_text()
+    raw = json.loads(text)
+    del raw["generator_version"]
+    manifest.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="generator version 1"):
+        ensure_published(tmp_path, ["edr", "dr1"], seed=3, size="tiny")
+    assert not is_published(tmp_path, "dr1")
+    manifest.write_text(text)
     server = start_server(tmp_path)
     try:
         assert server.desi_root_url.startswith("http://127.0.0.1:")

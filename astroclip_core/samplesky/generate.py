@@ -43,6 +43,9 @@ from astroclip_core.samplesky.spectra import model_spectrum, observe
 from astroclip_core.sources import layout
 
 MANIFEST_NAME = "samplesky.json"
+# Bump when the generator writes different data for the same config, so that a sky written by
+# older code is not silently reused (3: spectral noise calibrated on the real EDR coadd).
+GENERATOR_VERSION = 3
 TILEPIX_COLUMNS = {"HEALPIX": ">i4", "SURVEY": "S7", "PROGRAM": "S6", "TILEID": ">i4"}
 GALAXY_KINDS = ("galaxy", "zwarn", "low_deltachi2", "bad_fiberstatus")
 
@@ -118,8 +121,11 @@ def write_bulges(root: Path, skies: dict[int, PixelSky]) -> None:
 
 
 def write_manifest(root: Path, cfg: SampleSkyConfig) -> None:
-    """Write ``samplesky.json`` (the config) so the server knows the seed and the footprint."""
-    text = json.dumps(asdict(cfg), indent=1, sort_keys=True) + "\n"
+    """Write ``samplesky.json`` (the config and GENERATOR_VERSION) for the server and re-runs."""
+    text = (
+        json.dumps(asdict(cfg) | {"generator_version": GENERATOR_VERSION}, indent=1, sort_keys=True)
+        + "\n"
+    )
     atomic_write_bytes(str(root / MANIFEST_NAME), text.encode())
 
 
@@ -129,11 +135,17 @@ def read_manifest(root: Path) -> SampleSkyConfig:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no sample sky here (run `astroclip sample-sky generate`)")
     raw = json.loads(path.read_text())
+    raw.pop("generator_version", None)
     releases = tuple(
         ReleaseFootprint(r["name"], tuple(r["pixels"]), r["target_fraction"], tuple(r["surveys"]))
         for r in raw.pop("releases")
     )
     return SampleSkyConfig(releases=releases, decoys=DecoyRates(**raw.pop("decoys")), **raw)
+
+
+def manifest_generator_version(root: Path) -> int:
+    """GENERATOR_VERSION of the code that wrote the sky under ``root`` (1: before it was kept)."""
+    return int(json.loads((Path(root) / MANIFEST_NAME).read_text()).get("generator_version", 1))
 
 
 def _code(text: str) -> int:

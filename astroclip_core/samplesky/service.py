@@ -13,10 +13,12 @@ from pathlib import Path
 from astroclip_core.releases import release_from_name
 from astroclip_core.samplesky.config import DEFAULT_ROOT, SampleSkyConfig, preset
 from astroclip_core.samplesky.generate import (
+    GENERATOR_VERSION,
     MANIFEST_NAME,
     GenerationSummary,
     desi_root,
     generate,
+    manifest_generator_version,
     read_manifest,
 )
 from astroclip_core.samplesky.generate import truth_path as _truth_path
@@ -46,7 +48,8 @@ def ensure_published(
 ) -> GenerationSummary | None:
     """Generate those of ``releases`` that are missing under ``root``; None when none were.
 
-    Raises ValueError when ``root`` already holds a sample sky made with another config.
+    Raises ValueError when ``root`` already holds a sample sky made with another config, or by
+    a generator that wrote different data (an older GENERATOR_VERSION).
     """
     root = Path(root)
     cfg: SampleSkyConfig = preset(size, seed=seed)
@@ -59,6 +62,13 @@ def ensure_published(
             raise ValueError(
                 f"{root}: holds a sample sky generated with another config than size={size!r} "
                 f"seed={cfg.seed}; use another folder or delete this one"
+            )
+        if (root / MANIFEST_NAME).exists() and (
+            found := manifest_generator_version(root)
+        ) != GENERATOR_VERSION:
+            raise ValueError(
+                f"{root}: holds a sample sky written by generator version {found}, and this code "
+                f"writes version {GENERATOR_VERSION} (different data); delete it to regenerate"
             )
         missing = [name for name in releases if not is_published(root, name)]
         return generate(root, cfg, missing) if missing else None
