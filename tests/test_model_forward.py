@@ -174,3 +174,13 @@ def test_photometry_token_measures_aperture_fluxes() -> None:
     assert torch.equal(seen[0][0], seen[0][1])  # the outer light is not in the token
     with pytest.raises(ValueError, match="aperture_radii_pix"):
         replace(cfg.image, aperture_radii_pix=(100.0,))
+
+
+def test_fast_asinh_matches_torch_asinh_and_stays_finite() -> None:
+    from astroclip_core.model.image import fast_asinh
+
+    x = torch.cat([torch.randn(10_000) * 10, torch.tensor([0.0, -0.0, 1e-8, -1e-3, 5e6, -1e30])])
+    got, want = fast_asinh(x), torch.asinh(x)
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert torch.equal(fast_asinh(-x), -got)  # odd, like asinh

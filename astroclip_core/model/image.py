@@ -23,6 +23,18 @@ def centre_crop(image: torch.Tensor, size_pix: int) -> torch.Tensor:
     return image[..., top : top + size_pix, left : left + size_pix]
 
 
+def fast_asinh(x: torch.Tensor) -> torch.Tensor:
+    """asinh(x) as sign(x) * ln(|x| + hypot(|x|, 1)), elementwise.
+
+    On CPU ``torch.asinh`` is slower than these vectorised ops (2 threads, a (64, 3, 144, 144)
+    batch: ~70 ms against ~40 ms), and it runs on every pixel of every crop: about 10% of a
+    tiny-preset training step. ``hypot`` does not overflow, so huge values stay finite. The
+    absolute difference from ``torch.asinh`` is a few float32 ulps of ln(1 + |x|) (~2e-7 near 0).
+    """
+    a = x.abs()
+    return torch.copysign(torch.log(a + torch.hypot(a, torch.ones((), dtype=a.dtype))), x)
+
+
 def aperture_masks(crop_pix: int, radii_pix: tuple[float, ...]) -> torch.Tensor:
     """(n_apertures, crop_pix, crop_pix) float: the fraction of each pixel inside each circle.
 
@@ -66,7 +78,7 @@ class ImageEncoder(nn.Module):
         if image_nmgy.ndim != 4 or image_nmgy.shape[1] != 3:
             raise ValueError(f"image must be (B, 3, H, W) g,r,z, got {tuple(image_nmgy.shape)}")
         crop = centre_crop(image_nmgy, cfg.crop_pix)
-        x = torch.asinh(crop / self.band_scales_nmgy)  # (B, 3, crop, crop), dimensionless
+        x = fast_asinh(crop / self.band_scales_nmgy)  # (B, 3, crop, crop), dimensionless
         if cfg.bin_factor > 1:
             x = F.avg_pool2d(x, cfg.bin_factor)  # (B, 3, crop/bin, crop/bin)
         x = self.patch_embed(x)  # (B, C, side, side)
