@@ -12,6 +12,8 @@ import logging
 import os
 import time
 
+from pipelines.defaults import DEFAULT_TRAIN_STEPS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``run`` subcommand."""
@@ -24,7 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--release", default="edr", help="release to process (default: edr)")
     p.add_argument("--storage", help="data root (local path or fsspec URL); sets ASTROCLIP_STORAGE")
-    p.add_argument("--steps", type=int, default=1200, help="training steps (default: 1200)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_TRAIN_STEPS,
+        help=f"training steps (default: {DEFAULT_TRAIN_STEPS})",
+    )
     p.add_argument("--preset", default="tiny", help="model preset (default: tiny)")
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (default: 64)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")

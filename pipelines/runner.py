@@ -17,6 +17,7 @@ import dagster as dg
 from astroclip_core.sky.healpix import parse_partition_key
 from astroclip_core.storage import REPO_ROOT
 from pipelines import catalog, evaluation, ingest, publish, training
+from pipelines.defaults import DEFAULT_TRAIN_STEPS
 from pipelines.definitions import defs
 from pipelines.partitions import releases_partitions, sky_partitions
 
@@ -28,7 +29,7 @@ class RunOptions:
     """What the main job materializes and how long it trains."""
 
     release: str = "edr"
-    train_steps: int = 1200
+    train_steps: int = DEFAULT_TRAIN_STEPS
     preset: str = "tiny"
     batch_size: int = 64
     device: str = "auto"

@@ -5,6 +5,7 @@ from pydantic import Field
 
 from astroclip_core import fsio
 from astroclip_core.training.steps import embed_partition, train_release
+from pipelines.defaults import DEFAULT_TRAIN_STEPS
 from pipelines.metadata import png_md
 from pipelines.partitions import (
     from_release,
@@ -20,7 +21,7 @@ class TrainingConfig(dg.Config):
 
     preset: str = Field(default="tiny", description="Model preset: tiny, base or paper.")
     run: str = Field(default="v1", description="Run name; the model is '<preset>-<run>'.")
-    steps: int = Field(default=1200, description="Optimiser steps.")
+    steps: int = Field(default=DEFAULT_TRAIN_STEPS, description="Optimiser steps.")
     batch_size: int = Field(default=64, description="Pairs per step (per rank).")
     lr: float = Field(default=5e-4, description="Peak learning rate (AdamW, warmup + cosine).")
     device: str = Field(default="auto", description="cpu, cuda or auto.")
