@@ -5,7 +5,7 @@ A :class:`ModelConfig` fully describes an architecture; :data:`PRESETS` names th
 =======  ==============================================  ===================================
 preset   image ViT / spectrum transformer / embedding     meant for
 =======  ==============================================  ===================================
-tiny     96w x3 (36 tokens) / 96w x3 (130 tokens) / 128   two CPU cores, minutes
+tiny     96w x3 (36+1 tokens) / 96w x3 (130) / 128         two CPU cores, minutes
 base     384w x12 (144 tokens) / 512w x6 (779) / 512      one GPU
 paper    1024w x24 (144 tokens) / 768w x6 (779) / 1024    AstroCLIP's size (ViT-L/12), GPUs
 =======  ==============================================  ===================================
@@ -198,14 +198,22 @@ PRESETS: dict[str, Preset] = {
             model=ModelConfig(
                 # 2x binning: 72 px -> 6x6 = 36 tokens; 120-px slices at stride 60 -> 130 tokens
                 # (80/40 -> 194 tokens trained at ~100 pairs/s on 2 threads; 120/60 at ~180).
-                image=ImageEncoderConfig(width=96, depth=3, n_heads=4, bin_factor=2),
+                # plus a photometry token of g, r, z fluxes in 3/6/12/24-px apertures: the
+                # ViT alone measured faint, compact (high-z LRG) colours poorly.
+                image=ImageEncoderConfig(
+                    width=96,
+                    depth=3,
+                    n_heads=4,
+                    bin_factor=2,
+                    aperture_radii_pix=(3.0, 6.0, 12.0, 24.0),
+                ),
                 spectrum=SpectrumEncoderConfig(
                     width=96, depth=3, n_heads=4, slice_pix=120, stride_pix=60, position="loglambda"
                 ),
                 head=HeadConfig(embed_dim=128, n_heads=4),
                 loss=LossConfig(learnable=True, init_logit_scale=10.0),
             ),
-            expected_params_m=1.109,
+            expected_params_m=1.110,
             hardware="2 CPU cores, minutes on the sample sky",
         ),
         Preset(
