@@ -28,8 +28,9 @@ def fast_asinh(x: torch.Tensor) -> torch.Tensor:
 
     On CPU ``torch.asinh`` is slower than these vectorised ops (2 threads, a (64, 3, 144, 144)
     batch, timed while another job shared the cores: ~70 ms against ~40 ms), and it runs on every
-    pixel of every crop: about 10% of a tiny-preset training step (torch profiler). ``hypot`` does not overflow, so huge values stay finite. The
-    absolute difference from ``torch.asinh`` is a few float32 ulps of ln(1 + |x|) (~2e-7 near 0).
+    pixel of every crop: about 10% of a tiny-preset training step (torch profiler). ``hypot``
+    does not overflow, so huge values stay finite. The absolute difference from ``torch.asinh``
+    is a few float32 ulps of ln(1 + |x|) (~2e-7 near 0).
     """
     a = x.abs()
     return torch.copysign(torch.log(a + torch.hypot(a, torch.ones((), dtype=a.dtype))), x)
