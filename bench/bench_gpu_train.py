@@ -342,7 +342,7 @@ def run_row(
 
     forward = torch.compile(model, mode=bench.compile_mode) if row.compiled else model
     grad_clip = train_defaults.grad_clip
-    sums = torch.zeros(6, dtype=torch.float64, device=device)  # as train._Meter: no sync
+    sums = torch.zeros(7, dtype=torch.float64, device=device)  # as train._Meter: no sync
 
     t0 = time.perf_counter()
     for i in range(row.warmup_steps):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -10,15 +10,17 @@ from torch import nn
 
 from astroclip_core.model.blocks import init_weights
 from astroclip_core.model.config import ModelConfig, get_preset
-from astroclip_core.model.heads import CrossAttentionHead
+from astroclip_core.model.heads import CrossAttentionHead, ScanViewHead
 from astroclip_core.model.image import ImageEncoder
-from astroclip_core.model.loss import ContrastiveLoss, LossTerms
+from astroclip_core.model.linescan import N_CHANNELS
+from astroclip_core.model.loss import ContrastiveLoss, LossTerms, info_nce
 from astroclip_core.model.spectrum import SpectrumEncoder
 
 
 @dataclass(frozen=True)
 class ParamCounts:
-    """Parameter counts of the model's parts (the loss's learnable scale counts in heads)."""
+    """Parameter counts of the model's parts (the loss's learnable scale and the training-only
+    scan-view head count in heads)."""
 
     image: int
     spectrum: int
@@ -36,6 +38,10 @@ class AstroClipModel(nn.Module):
     ``encode_image`` takes (B, 3, H, W) g,r,z nanomaggies (H = W >= crop, centre-cropped);
     ``encode_spectrum`` takes (B, 7781) flux and a (B, 7781) bool ``valid`` mask. Both return
     L2-normalised (B, embed_dim) embeddings; ``forward`` returns :class:`LossTerms`.
+
+    With ``config.scan_view.weight`` > 0 the model also owns a :class:`ScanViewHead`, and
+    ``forward`` takes ``view_flux``: the same spectra under another noise draw, whose line scan
+    is the second view of each spectrum (see :class:`~astroclip_core.model.config.ScanViewConfig`).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -46,6 +52,12 @@ class AstroClipModel(nn.Module):
         self.image_head = CrossAttentionHead(config.image.width, config.head)
         self.spectrum_head = CrossAttentionHead(config.spectrum.width, config.head)
         self.loss = ContrastiveLoss(config.loss)
+        self.scan_view_head = None
+        if config.scan_view.weight > 0:
+            n_scan = config.spectrum.line_scan_n_z * N_CHANNELS
+            self.scan_view_head = ScanViewHead(
+                n_scan, config.scan_view.hidden, config.head.embed_dim
+            )
         self.image_encoder.apply(init_weights)
         self.spectrum_encoder.apply(init_weights)
 
@@ -66,10 +78,32 @@ class AstroClipModel(nn.Module):
         return F.normalize(self.spectrum_features(flux, valid).float(), dim=-1)
 
     def forward(
-        self, image_nmgy: torch.Tensor, flux: torch.Tensor, valid: torch.Tensor
+        self,
+        image_nmgy: torch.Tensor,
+        flux: torch.Tensor,
+        valid: torch.Tensor,
+        view_flux: torch.Tensor | None = None,
     ) -> LossTerms:
-        """Loss terms of one batch of pairs (row i of each input is the same galaxy)."""
-        return self.loss(self.image_features(image_nmgy), self.spectrum_features(flux, valid))
+        """Loss terms of one batch of pairs (row i of each input is the same galaxy).
+
+        ``view_flux`` (B, L) is required when the scan view is on, and ignored otherwise.
+        """
+        spectrum = self.spectrum_features(flux, valid)
+        terms = self.loss(self.image_features(image_nmgy), spectrum)
+        if self.scan_view_head is None:
+            return terms
+        if view_flux is None or view_flux.shape != flux.shape:
+            raise ValueError(
+                f"the scan view needs view_flux shaped like flux {tuple(flux.shape)}, got "
+                f"{None if view_flux is None else tuple(view_flux.shape)}"
+            )
+        scan = self.spectrum_encoder.line_scan(view_flux, valid)  # (B, n_z * C), no parameters
+        view = self.scan_view_head(scan)
+        with torch.autocast(device_type=view.device.type, enabled=False):
+            loss_view = info_nce(spectrum.float(), view.float(), terms.logit_scale)
+        return replace(
+            terms, loss=terms.loss + self.config.scan_view.weight * loss_view, loss_view=loss_view
+        )
 
     def param_counts(self) -> ParamCounts:
         """Parameters per part."""
@@ -77,7 +111,8 @@ class AstroClipModel(nn.Module):
         spectrum = sum(p.numel() for p in self.spectrum_encoder.parameters())
         heads = sum(
             p.numel()
-            for m in (self.image_head, self.spectrum_head, self.loss)
+            for m in (self.image_head, self.spectrum_head, self.loss, self.scan_view_head)
+            if m is not None
             for p in m.parameters()
         )
         return ParamCounts(image=image, spectrum=spectrum, heads=heads)

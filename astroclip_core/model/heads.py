@@ -36,3 +36,20 @@ class CrossAttentionHead(nn.Module):
         x, _ = self.attn(q, kv, kv, need_weights=False)  # (B, 1, D)
         x = x + self.mlp(self.ln_mlp(x))
         return self.ln_out(x).squeeze(1)  # (B, D)
+
+
+class ScanViewHead(nn.Module):
+    """(B, n_scan) line-scan responses -> (B, embed_dim): asinh, then Linear-GELU-Linear, LayerNorm.
+
+    asinh keeps the strongest lines (responses of tens of sigma) from dominating while staying
+    linear near zero, where most responses are noise.
+    """
+
+    def __init__(self, n_scan: int, hidden: int, embed_dim: int) -> None:
+        super().__init__()
+        self.mlp = Mlp(n_scan, hidden, embed_dim)
+        self.ln_out = nn.LayerNorm(embed_dim)
+
+    def forward(self, scan: torch.Tensor) -> torch.Tensor:
+        """Embed one line-scan map per row."""
+        return self.ln_out(self.mlp(torch.asinh(scan)))

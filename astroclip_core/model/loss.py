@@ -29,6 +29,19 @@ class LossTerms:
     loss_s2i: torch.Tensor  # scalar, spectrum queries against images
     logit_scale: torch.Tensor  # scalar, the scale actually used
     accuracy: torch.Tensor  # scalar, mean top-1 in-batch retrieval accuracy of both directions
+    # scalar, the scan-view InfoNCE (spectrum vs its own line scan) when that term is on; it is
+    # already included in ``loss`` with its weight
+    loss_view: torch.Tensor | None = None
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE of (B, D) ``a`` and ``b`` (row i of each is one item), any norms.
+
+    The mean of the a->b and b->a cross-entropies of ``scale * cos_sim`` against the diagonal.
+    """
+    logits = scale * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T  # (B, B)
+    target = torch.arange(len(a), device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
 class ContrastiveLoss(nn.Module):

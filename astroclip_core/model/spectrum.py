@@ -17,6 +17,7 @@ from torch import nn
 
 from astroclip_core.model.blocks import Transformer
 from astroclip_core.model.config import SpectrumEncoderConfig
+from astroclip_core.model.linescan import N_CHANNELS, line_scan_matrix
 
 _MIN_STD = 1e-6  # floor on a spectrum's std so a flat/empty spectrum does not divide by zero
 
@@ -81,8 +82,18 @@ def loglambda_encoding(config: SpectrumEncoderConfig) -> torch.Tensor:
     return table.float().unsqueeze(0)
 
 
+def wavelength_angstrom(config: SpectrumEncoderConfig) -> np.ndarray:
+    """(n_wavelength,) the input grid in Angstrom: wave_min + wave_step x pixel."""
+    return config.wave_min_angstrom + config.wave_step_angstrom * np.arange(config.n_wavelength)
+
+
 class SpectrumEncoder(nn.Module):
-    """(B, L) flux and (B, L) valid mask -> (B, 1 + n_slices, width) tokens."""
+    """(B, L) flux and (B, L) valid mask -> (B, 1 + n_slices [+ line_scan_tokens], width) tokens.
+
+    With ``line_scan_tokens`` > 0 the line-scan map (:meth:`line_scan`, (B, n_z, channels)) is
+    cut into that many groups of neighbouring trial redshifts, each one token (a linear embedding
+    plus a learned position), appended after the slice tokens.
+    """
 
     def __init__(self, config: SpectrumEncoderConfig) -> None:
         super().__init__()
@@ -98,7 +109,30 @@ class SpectrumEncoder(nn.Module):
             index, weight = loglambda_resampling(config)
             self.register_buffer("resample_index", index, persistent=False)
             self.register_buffer("resample_weight", weight, persistent=False)
+        if config.line_scan_n_z:
+            matrix = line_scan_matrix(
+                wavelength_angstrom(config), config.line_scan_n_z, config.line_scan_lnz_max
+            )  # (L, n_z * N_CHANNELS), fixed
+            self.register_buffer("line_scan_kernels", matrix, persistent=False)
+        if config.line_scan_tokens:
+            per_token = config.line_scan_n_z // config.line_scan_tokens * N_CHANNELS
+            self.scan_embed = nn.Linear(per_token, config.width)
+            self.scan_pos_embed = nn.Parameter(
+                torch.zeros(1, config.line_scan_tokens, config.width)
+            )
+            nn.init.trunc_normal_(self.scan_pos_embed, std=0.02)
         self.transformer = Transformer(config.width, config.depth, config.n_heads, config.mlp_ratio)
+
+    def line_scan(self, flux: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, L) flux and valid -> (B, n_z * N_CHANNELS) line-scan responses (trial z major).
+
+        The responses are in units of the standardised spectrum's std (S/N-like for white
+        noise); see :mod:`astroclip_core.model.linescan`.
+        """
+        if not self.config.line_scan_n_z:
+            raise ValueError("this spectrum encoder has no line scan (line_scan_n_z = 0)")
+        x, _ = standardise(flux.float(), valid)
+        return x @ self.line_scan_kernels
 
     def forward(self, flux: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Encode spectra on the ``n_wavelength`` grid (flux in any linear unit)."""
@@ -109,6 +143,10 @@ class SpectrumEncoder(nn.Module):
                 f"got {tuple(flux.shape)} and {tuple(valid.shape)}"
             )
         x, stats = standardise(flux.float(), valid)
+        scan_tokens = None
+        if cfg.line_scan_tokens:
+            groups = (x @ self.line_scan_kernels).view(len(x), cfg.line_scan_tokens, -1)
+            scan_tokens = self.scan_embed(groups) + self.scan_pos_embed  # (B, T_scan, C)
         if cfg.grid == "loglambda":
             # Invalid pixels are 0 (the mean) already, so they interpolate to the mean too.
             i, w = self.resample_index, self.resample_weight
@@ -118,4 +156,7 @@ class SpectrumEncoder(nn.Module):
         tokens = torch.cat(
             [self.stats_embed(stats).unsqueeze(1), self.slice_embed(slices)], dim=1
         )  # (B, 1 + n_slices, C)
-        return self.transformer(tokens + self.pos_embed)
+        tokens = tokens + self.pos_embed
+        if scan_tokens is not None:
+            tokens = torch.cat([tokens, scan_tokens], dim=1)  # (B, 1 + n_slices + T_scan, C)
+        return self.transformer(tokens)

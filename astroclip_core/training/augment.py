@@ -10,7 +10,11 @@ Spectrum:
   independent of the image: the pair then cannot be matched on exact brightness alone, so
   the embeddings weigh shape (colours, lines, redshift) more;
 - pixels with mask != 0 or ivar == 0 are marked invalid; the encoder replaces them with the
-  spectrum's own mean after standardisation (see ``astroclip_core.model.spectrum``).
+  spectrum's own mean after standardisation (see ``astroclip_core.model.spectrum``);
+- with ``view=True``, a second copy of each spectrum with its own noise draw (same sigma, no
+  flux scale: the line scan standardises it away), the scan view's input
+  (``astroclip_core.model.config.ScanViewConfig``). Independent noise keeps the two views from
+  being matched on a shared noise pattern.
 
 The randomness of a batch comes from a generator seeded by (seed, rank, step), so the
 augmentation of any step is reproducible without carrying generator state through a resume.
@@ -48,11 +52,15 @@ class ModelInputs:
     image_nmgy: torch.Tensor  # (B, 3, crop, crop) float32
     flux: torch.Tensor  # (B, L) float32
     valid: torch.Tensor  # (B, L) bool
+    view_flux: torch.Tensor | None = None  # (B, L) float32, the scan view's noise draw
 
     def to(self, device: torch.device | str) -> ModelInputs:
         """The same batch on ``device`` (non-blocking copies)."""
         return ModelInputs(
-            *(t.to(device, non_blocking=True) for t in (self.image_nmgy, self.flux, self.valid))
+            *(
+                None if t is None else t.to(device, non_blocking=True)
+                for t in (self.image_nmgy, self.flux, self.valid, self.view_flux)
+            )
         )
 
 
@@ -94,20 +102,29 @@ def augment_images(
 
 
 def train_inputs(
-    batch: PairArrays, crop_pix: int, config: AugmentConfig, gen: torch.Generator
+    batch: PairArrays,
+    crop_pix: int,
+    config: AugmentConfig,
+    gen: torch.Generator,
+    view: bool = False,
 ) -> ModelInputs:
-    """Augmented model inputs of a training batch (CPU tensors)."""
+    """Augmented model inputs of a training batch (CPU tensors); ``view`` adds ``view_flux``."""
     image = augment_images(torch.from_numpy(batch.image), crop_pix, config, gen)
     ivar = torch.from_numpy(batch.ivar)
-    flux = torch.from_numpy(batch.flux)
-    if config.spectrum_noise_scale > 0:
-        sigma = torch.where(ivar > 0, ivar.clamp_min(1e-30).rsqrt(), torch.zeros(()))
-        noise = torch.randn(flux.shape, generator=gen)
-        flux = flux + config.spectrum_noise_scale * sigma * noise
+    clean = torch.from_numpy(batch.flux)
+    sigma = torch.where(ivar > 0, ivar.clamp_min(1e-30).rsqrt(), torch.zeros(()))  # (B, L)
+
+    def noisy() -> torch.Tensor:
+        if config.spectrum_noise_scale <= 0:
+            return clean
+        return clean + config.spectrum_noise_scale * sigma * torch.randn(clean.shape, generator=gen)
+
+    flux = noisy()
     if config.spectrum_scale_jitter_dex > 0:
         u = (2 * torch.rand(len(flux), 1, generator=gen) - 1) * config.spectrum_scale_jitter_dex
         flux = flux * 10**u  # (B, 1) per-spectrum scale
-    return ModelInputs(image_nmgy=image, flux=flux, valid=_valid(batch))
+    view_flux = noisy() if view else None  # drawn last: the other draws do not depend on view
+    return ModelInputs(image_nmgy=image, flux=flux, valid=_valid(batch), view_flux=view_flux)
 
 
 def eval_inputs(batch: PairArrays, crop_pix: int) -> ModelInputs:

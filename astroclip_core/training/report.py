@@ -17,6 +17,7 @@ HISTORY_COLUMNS = (
     "loss_s2i",
     "accuracy",
     "logit_scale",
+    "loss_view",
     "lr",
     "grad_norm",
     "pairs_per_s",
@@ -24,8 +25,11 @@ HISTORY_COLUMNS = (
 
 
 def history_table(history: list[dict]) -> pa.Table:
-    """Rows of the history (one per logged step) as an Arrow table, ``step`` int64."""
-    columns = {c: [row[c] for row in history] for c in HISTORY_COLUMNS}
+    """Rows of the history (one per logged step) as an Arrow table, ``step`` int64.
+
+    A column missing from a row (``loss_view`` in checkpoints written before it existed) is NaN.
+    """
+    columns = {c: [row.get(c, math.nan) for row in history] for c in HISTORY_COLUMNS}
     types = {c: pa.int64() if c == "step" else pa.float64() for c in HISTORY_COLUMNS}
     return pa.table({c: pa.array(v, type=types[c]) for c, v in columns.items()})
 
@@ -45,6 +49,9 @@ def write_loss_curve(url: str, history: list[dict], batch_size: int) -> None:
     steps = [row["step"] for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
     ax_loss.plot(steps, [row["loss"] for row in history], label="loss")
+    view = [row.get("loss_view", math.nan) for row in history]
+    if any(math.isfinite(v) for v in view):  # the scan-view term, when it is on
+        ax_loss.plot(steps, view, label="scan view (unweighted)")
     ax_loss.axhline(
         math.log(batch_size), color="grey", ls="--", lw=1, label=f"chance, log({batch_size})"
     )

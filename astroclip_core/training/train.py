@@ -45,7 +45,15 @@ from astroclip_core.training.report import write_history, write_loss_curve
 
 log = logging.getLogger(__name__)
 
-_LOGGED_TERMS = ("loss", "loss_i2s", "loss_s2i", "accuracy", "logit_scale", "grad_norm")
+_LOGGED_TERMS = (
+    "loss",
+    "loss_i2s",
+    "loss_s2i",
+    "accuracy",
+    "logit_scale",
+    "loss_view",
+    "grad_norm",
+)
 
 
 @dataclass(frozen=True)
@@ -213,13 +221,18 @@ def train_step(
     the bare module whose gradients are clipped. No device sync happens here.
     """
     with autocast:
-        terms = forward(inputs.image_nmgy, inputs.flux, inputs.valid)
+        if inputs.view_flux is None:
+            terms = forward(inputs.image_nmgy, inputs.flux, inputs.valid)
+        else:
+            terms = forward(inputs.image_nmgy, inputs.flux, inputs.valid, inputs.view_flux)
     optimizer.zero_grad(set_to_none=True)
     terms.loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     scheduler.step()
-    values = (terms.loss, terms.loss_i2s, terms.loss_s2i, terms.accuracy, terms.logit_scale)
+    # loss_view is NaN (not logged) when the scan view is off
+    view = terms.loss_view if terms.loss_view is not None else torch.full_like(terms.loss, math.nan)
+    values = (terms.loss, terms.loss_i2s, terms.loss_s2i, terms.accuracy, terms.logit_scale, view)
     return torch.stack([v.detach().double() for v in (*values, grad_norm)])
 
 
@@ -265,6 +278,7 @@ class _Meter:
 def _loop(config: TrainConfig, info: DistInfo, run: _Run, paths: dict[str, str]) -> float:
     """Run the remaining steps; return the mean pairs/s (all ranks) of this process's steps."""
     crop = run.model.config.image.crop_pix
+    view = run.model.scan_view_head is not None  # the scan view needs a second noise draw
     autocast = torch.autocast(
         device_type=info.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"
     )
@@ -274,7 +288,7 @@ def _loop(config: TrainConfig, info: DistInfo, run: _Run, paths: dict[str, str])
     batches = _batches(run)
     while run.step < run.total_steps:
         gen = batch_generator(config.seed, info.rank, run.step)
-        inputs = train_inputs(next(batches), crop, config.augment, gen).to(info.device)
+        inputs = train_inputs(next(batches), crop, config.augment, gen, view=view).to(info.device)
         lr = run.scheduler.get_last_lr()[0]  # the rate this step uses
         meter.add(_step(run, inputs, config, autocast))
         last = run.step == run.total_steps
