@@ -56,6 +56,7 @@ from astroclip_core.tables.schemas import IMAGE_SHAPE  # noqa: E402
 from astroclip_core.training.augment import ModelInputs  # noqa: E402
 from astroclip_core.training.config import TrainConfig  # noqa: E402
 from astroclip_core.training.optim import build_optimizer, build_scheduler  # noqa: E402
+from astroclip_core.training.report import STEP_TERMS  # noqa: E402
 from astroclip_core.training.train import train_step  # noqa: E402
 
 GIB = 2**30
@@ -219,14 +220,18 @@ def synthetic_batch(
     Images are (B, 3, 152, 152) nanomaggy-like |N(0, 0.05)| cutouts (the model centre-crops
     them to ``crop_pix``, as it does for evaluation; training crops on the CPU before the
     copy, so here the crop is a view inside the forward). Spectra are (B, L) |N(1, 0.5)| flux
-    with ~2% of pixels invalid at random (the encoder standardises over the valid ones).
+    with ~2% of pixels invalid at random (the encoder standardises over the valid ones); a
+    preset with the scan view also gets ``view_flux``, the same flux plus N(0, 0.1) noise.
     """
     n_wave = config.spectrum.n_wavelength
     kw = {"device": device, "generator": gen}
     image = torch.randn((batch_size, *IMAGE_SHAPE), **kw).abs_().mul_(0.05)  # (B, 3, 152, 152)
     flux = torch.randn((batch_size, n_wave), **kw).mul_(0.5).add_(1.0).abs_()  # (B, L)
     valid = torch.rand((batch_size, n_wave), **kw) > 0.02  # (B, L) bool
-    return ModelInputs(image_nmgy=image, flux=flux, valid=valid)
+    view = None  # the scan view's second noise draw, for presets that train with it
+    if config.scan_view.weight > 0:
+        view = flux + 0.1 * torch.randn((batch_size, n_wave), **kw)
+    return ModelInputs(image_nmgy=image, flux=flux, valid=valid, view_flux=view)
 
 
 def _matmul_weights(module: nn.Module) -> int:
@@ -284,7 +289,10 @@ def count_flops_per_pair(
     counter = FlopCounterMode(display=False)
     with counter:
         with autocast:
-            terms = model(inputs.image_nmgy, inputs.flux, inputs.valid)
+            if inputs.view_flux is None:
+                terms = model(inputs.image_nmgy, inputs.flux, inputs.valid)
+            else:
+                terms = model(inputs.image_nmgy, inputs.flux, inputs.valid, inputs.view_flux)
         terms.loss.backward()
     model.zero_grad(set_to_none=True)
     by_op = {str(op): n / b for op, n in counter.get_flop_counts().get("Global", {}).items()}
@@ -342,7 +350,7 @@ def run_row(
 
     forward = torch.compile(model, mode=bench.compile_mode) if row.compiled else model
     grad_clip = train_defaults.grad_clip
-    sums = torch.zeros(7, dtype=torch.float64, device=device)  # as train._Meter: no sync
+    sums = torch.zeros(len(STEP_TERMS), dtype=torch.float64, device=device)  # as train._Meter
 
     t0 = time.perf_counter()
     for i in range(row.warmup_steps):

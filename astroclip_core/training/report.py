@@ -9,19 +9,10 @@ import pyarrow as pa
 
 from astroclip_core.fsio import atomic_write_bytes, atomic_write_parquet
 
-HISTORY_COLUMNS = (
-    "step",
-    "epoch",
-    "loss",
-    "loss_i2s",
-    "loss_s2i",
-    "accuracy",
-    "logit_scale",
-    "loss_view",
-    "lr",
-    "grad_norm",
-    "pairs_per_s",
-)
+# What each training step returns (astroclip_core.training.train.train_step), in this order;
+# loss_view is NaN when the scan view is off.
+STEP_TERMS = ("loss", "loss_i2s", "loss_s2i", "accuracy", "logit_scale", "loss_view", "grad_norm")
+HISTORY_COLUMNS = ("step", "epoch", *STEP_TERMS, "lr", "pairs_per_s")
 
 
 def history_table(history: list[dict]) -> pa.Table:

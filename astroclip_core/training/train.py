@@ -41,19 +41,11 @@ from astroclip_core.training.distributed import (
     shutdown_distributed,
 )
 from astroclip_core.training.optim import build_optimizer, build_scheduler
-from astroclip_core.training.report import write_history, write_loss_curve
+from astroclip_core.training.report import STEP_TERMS, write_history, write_loss_curve
 
 log = logging.getLogger(__name__)
 
-_LOGGED_TERMS = (
-    "loss",
-    "loss_i2s",
-    "loss_s2i",
-    "accuracy",
-    "logit_scale",
-    "loss_view",
-    "grad_norm",
-)
+_LOGGED_TERMS = STEP_TERMS  # the history's per-step columns, in train_step's order
 
 
 @dataclass(frozen=True)
