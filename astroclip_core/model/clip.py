@@ -99,6 +99,8 @@ class AstroClipModel(nn.Module):
             )
         scan = self.spectrum_encoder.line_scan(view_flux, valid)  # (B, n_z * C), no parameters
         view = self.scan_view_head(scan)
+        # The view term uses the image-spectrum logit scale (detached in LossTerms): only the
+        # image-spectrum term trains the scale.
         with torch.autocast(device_type=view.device.type, enabled=False):
             loss_view = info_nce(spectrum.float(), view.float(), terms.logit_scale)
         return replace(
