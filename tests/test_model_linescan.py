@@ -6,6 +6,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from pairs_fixture import make_pairs_table, micro_model_config, write_pairs_dir
@@ -98,6 +99,8 @@ def test_encoder_appends_one_token_per_group_of_trial_redshifts() -> None:
     assert np.allclose(wavelength_angstrom(cfg)[[0, -1]], [3600.0, 3600.0 + 0.8 * 7780])
     with pytest.raises(ValueError, match="must divide"):
         replace(cfg, line_scan_tokens=5)
+    # off by default: no scan, so asking for one is an error
+    assert SpectrumEncoderConfig(width=8, depth=1, n_heads=2).line_scan_n_z == 0
     with pytest.raises(ValueError, match="no line scan"):
         SpectrumEncoder(micro_model_config().spectrum).line_scan(flux, valid)
     with pytest.raises(ValueError, match="needs spectrum.line_scan_n_z"):
@@ -165,10 +168,7 @@ def test_training_with_the_scan_view_logs_it_and_reproduces(tmp_path) -> None:
         )
 
     first, second = run("a"), run("b")
-    import pyarrow.parquet as pq
-
     history = pq.read_table(first.paths["history"]).to_pylist()
     assert len(history) == 3 and all(math.isfinite(row["loss_view"]) for row in history)
     assert all(row["loss"] > 0.5 * (row["loss_i2s"] + row["loss_s2i"]) for row in history)
     assert first.final_loss == second.final_loss
-    assert SpectrumEncoderConfig(width=8, depth=1, n_heads=2).line_scan_n_z == 0  # off by default

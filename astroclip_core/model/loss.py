@@ -34,14 +34,24 @@ class LossTerms:
     loss_view: torch.Tensor | None = None
 
 
+def cosine_logits(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(B, B) ``scale * cos_sim``: row i is item i of (B, D) ``a`` against every row of ``b``."""
+    return scale * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+
+
+def directional_cross_entropies(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows -> columns, columns -> rows) cross-entropies of (B, B) logits against the diagonal."""
+    target = torch.arange(len(logits), device=logits.device)
+    return F.cross_entropy(logits, target), F.cross_entropy(logits.T, target)
+
+
 def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE of (B, D) ``a`` and ``b`` (row i of each is one item), any norms.
 
     The mean of the a->b and b->a cross-entropies of ``scale * cos_sim`` against the diagonal.
     """
-    logits = scale * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T  # (B, B)
-    target = torch.arange(len(a), device=a.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    a_to_b, b_to_a = directional_cross_entropies(cosine_logits(a, b, scale))
+    return 0.5 * (a_to_b + b_to_a)
 
 
 class ContrastiveLoss(nn.Module):
@@ -73,13 +83,11 @@ class ContrastiveLoss(nn.Module):
             )
         # fp32 logits even under bf16 autocast: the softmax over B needs the precision
         with torch.autocast(device_type=image_emb.device.type, enabled=False):
-            im = F.normalize(image_emb.float(), dim=-1)
-            sp = F.normalize(spectrum_emb.float(), dim=-1)
             scale = self.logit_scale().float()
-            logits = scale * im @ sp.T  # (B, B): row i = image i against every spectrum
-        target = torch.arange(len(im), device=im.device)
-        loss_i2s = F.cross_entropy(logits, target)
-        loss_s2i = F.cross_entropy(logits.T, target)
+            # (B, B): row i = image i against every spectrum
+            logits = cosine_logits(image_emb.float(), spectrum_emb.float(), scale)
+        loss_i2s, loss_s2i = directional_cross_entropies(logits)
+        target = torch.arange(len(logits), device=logits.device)
         with torch.no_grad():
             acc = 0.5 * (
                 (logits.argmax(1) == target).float().mean()

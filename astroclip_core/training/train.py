@@ -45,8 +45,6 @@ from astroclip_core.training.report import STEP_TERMS, write_history, write_loss
 
 log = logging.getLogger(__name__)
 
-_LOGGED_TERMS = STEP_TERMS  # the history's per-step columns, in train_step's order
-
 
 @dataclass(frozen=True)
 class RunPaths:
@@ -207,7 +205,7 @@ def train_step(
     autocast,
     grad_clip: float,
 ) -> torch.Tensor:
-    """One optimiser step; returns the (len(_LOGGED_TERMS),) float64 values to log.
+    """One optimiser step; returns the (len(STEP_TERMS),) float64 values to log.
 
     ``forward`` is the model, its DDP wrapper or its ``torch.compile`` wrapper; ``model`` is
     the bare module whose gradients are clipped. No device sync happens here.
@@ -242,7 +240,7 @@ class _Meter:
     def __init__(self, info: DistInfo, global_batch: int) -> None:
         self.info = info
         self.global_batch = global_batch
-        self.sums = torch.zeros(len(_LOGGED_TERMS), dtype=torch.float64, device=info.device)
+        self.sums = torch.zeros(len(STEP_TERMS), dtype=torch.float64, device=info.device)
         self.n = 0
         self.t0 = time.perf_counter()
 
@@ -255,7 +253,7 @@ class _Meter:
         """Means over the interval (and over ranks), then reset."""
         means = (mean_over_ranks(self.sums, self.info) / self.n).tolist()
         now = time.perf_counter()
-        row = dict(zip(_LOGGED_TERMS, means, strict=True))
+        row = dict(zip(STEP_TERMS, means, strict=True))
         row.update(
             step=run.step,
             epoch=run.step / run.loader.batches_per_epoch,
