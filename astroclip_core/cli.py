@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import NoReturn
 
 ENTRY_POINT_GROUP = "astroclip.commands"
 
@@ -25,8 +26,14 @@ def _sample_sky_generate(args: argparse.Namespace) -> int:
     from astroclip_core.samplesky.generate import generate
 
     cfg = preset(args.size, seed=args.seed, galaxies_per_pixel=args.galaxies_per_pixel)
+    names = [fp.name for fp in cfg.releases]
+    if args.release != "all" and args.release not in names:
+        raise UsageError(
+            f"--release {args.release!r}: the {args.size!r} sample sky has releases "
+            f"{', '.join(names)} (or all)"
+        )
     releases = None if args.release == "all" else [args.release]
-    summary = generate(args.root, cfg, releases)
+    summary = generate(_sky_root(args), cfg, releases)
     print(json.dumps(asdict(summary), indent=1))
     return 0
 
@@ -34,8 +41,9 @@ def _sample_sky_generate(args: argparse.Namespace) -> int:
 def _sample_sky_serve(args: argparse.Namespace) -> int:
     from astroclip_core.samplesky.server import serve_sample_sky
 
-    with serve_sample_sky(args.root, port=args.port) as server:
-        print(f"sample sky under {args.root}")
+    root = _sky_root(args)
+    with serve_sample_sky(root, port=args.port) as server:
+        print(f"sample sky under {root}")
         print(f"  DESI root:            {server.desi_root_url}")
         print(f"  Legacy Surveys root:  {server.legacysurvey_root_url}")
         print(f"  cutout service:       {server.cutout_url}")
@@ -51,43 +59,66 @@ def _sample_sky_serve(args: argparse.Namespace) -> int:
 def _sample_sky_preview(args: argparse.Namespace) -> int:
     from astroclip_core.samplesky.preview import write_preview
 
-    out = write_preview(args.root, args.release, args.out, n=args.n)
+    out = write_preview(_sky_root(args), args.release, args.out, n=args.n)
     print(out)
     return 0
 
 
+def _sky_root(args: argparse.Namespace) -> Path:
+    """``--root``, else ``<data root>/samplesky`` (the data root from ``$ASTROCLIP_STORAGE``)."""
+    from astroclip_core.samplesky.config import default_root
+
+    return args.root if args.root is not None else default_root()
+
+
 def register_sample_sky(subparsers: argparse._SubParsersAction) -> None:
     """``astroclip sample-sky generate|serve|preview``."""
-    from astroclip_core.samplesky.config import DEFAULT_ROOT, SIZE_PRESETS
+    from astroclip_core.samplesky.config import SIZE_PRESETS
 
     p = subparsers.add_parser("sample-sky", help="generate, serve or preview the synthetic survey")
     sub = p.add_subparsers(dest="action", required=True)
-    root_help = f"sample-sky folder (default: {DEFAULT_ROOT})"
+    root_help = (
+        "sample-sky folder (default: <data root>/samplesky; the data root is $ASTROCLIP_STORAGE "
+        "or storage/)"
+    )
+    release_names = sorted({fp.name for cfg in SIZE_PRESETS.values() for fp in cfg.releases})
 
     gen = sub.add_parser(
         "generate", help="write the DESI and Legacy Surveys files of the sample sky"
     )
-    gen.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=root_help)
+    gen.add_argument("--root", type=Path, default=None, help=root_help)
     gen.add_argument(
-        "--release", default="all", choices=["edr", "dr1", "all"], help="release(s) to write"
+        "--release",
+        default="all",
+        help=f"release to write: one of the size preset's ({', '.join(release_names)}) or all",
     )
-    gen.add_argument("--seed", type=int, default=None, help="random seed (default: the preset's)")
+    gen.add_argument(
+        "--seed",
+        type=int_in_range(0, MAX_SEED),
+        default=None,
+        help="random seed (default: the preset's)",
+    )
     gen.add_argument("--size", default="default", choices=sorted(SIZE_PRESETS), help="size preset")
     gen.add_argument(
-        "--galaxies-per-pixel", type=int, default=None, help="target pool per nside-16 pixel"
+        "--galaxies-per-pixel",
+        type=int_in_range(1, 10**7),
+        default=None,
+        help="target pool per nside-16 pixel",
     )
     gen.set_defaults(func=_sample_sky_generate)
 
     serve = sub.add_parser("serve", help="serve the sample sky on 127.0.0.1 until Ctrl-C")
-    serve.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=root_help)
-    serve.add_argument("--port", type=int, default=0, help="port (default: any free port)")
+    serve.add_argument("--root", type=Path, default=None, help=root_help)
+    serve.add_argument(
+        "--port", type=int_in_range(0, MAX_PORT), default=0, help="port (default: any free port)"
+    )
     serve.set_defaults(func=_sample_sky_serve)
 
     prev = sub.add_parser("preview", help="PNG of cutouts beside spectra")
-    prev.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=root_help)
-    prev.add_argument("--release", default="edr", choices=["edr", "dr1"], help="release to show")
+    prev.add_argument("--root", type=Path, default=None, help=root_help)
+    prev.add_argument("--release", default="edr", help="release to show (default: edr)")
     prev.add_argument("--out", type=Path, default=Path("samplesky-preview.png"), help="output PNG")
-    prev.add_argument("--n", type=int, default=16, help="number of galaxies")
+    prev.add_argument("--n", type=int_in_range(1, 10_000), default=16, help="number of galaxies")
     prev.set_defaults(func=_sample_sky_preview)
 
 
@@ -126,11 +157,65 @@ BUILTIN_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 )
 
 
+def int_in_range(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type`` accepting integers in ``[low, high]``; the error names the value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its messages
+    return parse
+
+
+MAX_SEED = 2**32 - 1  # numpy's SeedSequence-compatible range for a single integer seed
+MAX_PORT = 65535
+
+
+class UsageError(Exception):
+    """A command-line value is not usable; the message names the option, the value and why."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message> (see <prog> --help)`` and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def error_line(err: BaseException) -> str:
+    """One line for a failure: the innermost cause's message, its type when it says little.
+
+    Orchestration layers wrap the real error (Dagster's step errors carry it as
+    ``user_exception`` or ``__cause__``); the user needs the real one, once.
+    """
+    seen: set[int] = set()
+    while id(err) not in seen:
+        seen.add(id(err))
+        inner = getattr(err, "user_exception", None) or err.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        err = inner
+    message = " ".join(str(err).split())
+    if isinstance(err, OSError | KeyError | TypeError | AttributeError) or not message:
+        message = f"{type(err).__name__}: {message}" if message else type(err).__name__
+    return message
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``astroclip`` parser with every built-in and entry-point subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="astroclip",
         description="AstroCLIP-style pipeline for DESI spectra and Legacy Surveys images.",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show full tracebacks instead of one-line errors"
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in BUILTIN_COMMANDS:
@@ -141,9 +226,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``astroclip`` command; return its exit code."""
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    """Run the ``astroclip`` command; return its exit code.
+
+    Exit status 2 for a usage error (a bad option value, found before any work starts), 1 for a
+    failure; either prints one line naming the value or file and the problem. ``--debug``
+    shows the full traceback instead.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UsageError as err:
+        if args.debug:
+            raise
+        parser.exit(2, f"astroclip {args.command}: error: {err}\n")
+    except KeyboardInterrupt:
+        print("astroclip: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        print(
+            f"astroclip {args.command}: error: {error_line(err)} (--debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,21 +1,64 @@
-"""fsspec helpers: open any data-root URL, and write files atomically.
+"""fsspec helpers: open any data-root URL, write files atomically, read Parquet verified.
 
 Local paths are written to a temporary name in the same folder and renamed, so a crash never
 leaves a half-written file. Object stores (s3://...) make a PUT visible only once it is
 complete, so a single put is already atomic there.
+
+**Temporary names.** Every temporary file or folder the project makes is named
+``.<target>.tmp-<host>-<pid>-<random>`` (:func:`temp_prefix`): the name it will replace, and
+the host and process that write it. A process killed mid-write (kill -9, power loss) leaves
+its temporary behind; the next write into the same folder sweeps it away, so the next run
+of the same step removes what the killed one left (:func:`remove_stale_temps`). A temporary
+is *stale*, and removed, only when its writer is certainly gone: on this host, no process
+with that pid is running, or the one running started after the temporary was last written
+(the pid was reused). A temporary named by another host, or by an older version without an
+owner in its name, is stale once it is :data:`STALE_TEMP_AGE_S` old. So a sweep never
+deletes the temporary of a step that is still running, in this process or another one (two
+steps may share a folder, such as the download cache). Each folder is swept once per
+process, on its first write, so that a cache folder of many thousand files is listed once
+per run rather than once per file.
+
+**Parquet.** Every file :func:`atomic_write_parquet` writes carries a CRC-32 checksum per
+page, and the readers here (:func:`read_parquet`, :func:`iter_parquet_batches`,
+:func:`parquet_schema`, :func:`parquet_dataset` with :func:`read_dataset`) verify them, so a
+flipped bit raises a :class:`~astroclip_core.errors.FormatError` naming the file instead of
+being read as data.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import re
+import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import fsspec
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+
+from astroclip_core.errors import FormatError
+
+log = logging.getLogger(__name__)
+
+TEMP_MARK = ".tmp-"
+# A temporary whose writer cannot be checked (another host, or no owner in its name) is
+# removed once it is this old: no single write or dataset build of this project takes a day.
+STALE_TEMP_AGE_S = 24 * 3600.0
+_OWNED_TEMP = re.compile(r"^\.(?P<target>.+)\.tmp-(?P<host>[A-Za-z0-9.]*)-(?P<pid>\d+)-[a-z0-9_]+$")
+# Names of earlier versions: ".<name>.<random>.tmp" files, ".<name>.tmp-<random>" and
+# ".<name>.old-<uuid>" folders of the dataset build.
+_UNOWNED_TEMP = re.compile(r"^\..+(\.[a-z0-9_]{8}\.tmp|\.tmp-[a-z0-9_]{8}|\.old-[0-9a-f]{32})$")
+_swept_folders: set[str] = set()
+_swept_lock = threading.Lock()
 
 
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -37,8 +80,7 @@ def atomic_write_bytes(url: str, data: bytes) -> None:
     """Write ``data`` to ``url`` so that readers see either the old file or the whole new one."""
     if is_local(url):
         path = _local_path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = make_temp_file(path)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -54,9 +96,12 @@ def atomic_write_bytes(url: str, data: bytes) -> None:
 
 
 def atomic_write_parquet(url: str, table: pa.Table, **kwargs: object) -> int:
-    """Write ``table`` as one Parquet file at ``url`` atomically; return its size in bytes."""
+    """Write ``table`` as one Parquet file at ``url`` atomically; return its size in bytes.
+
+    ``kwargs`` go to ``pyarrow.parquet.write_table``; every page gets a CRC-32 checksum.
+    """
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **kwargs)
+    pq.write_table(table, sink, write_page_checksum=True, **kwargs)
     data = sink.getvalue().to_pybytes()
     atomic_write_bytes(url, data)
     return len(data)
@@ -66,6 +111,13 @@ def read_bytes(url: str) -> bytes:
     """Read a whole file from a local path or fsspec URL."""
     fs, path = filesystem(url)
     return fs.cat_file(path)
+
+
+def remove_file(url: str) -> None:
+    """Delete the file at ``url``; nothing happens when there is none."""
+    fs, path = filesystem(url)
+    with suppress(FileNotFoundError):
+        fs.rm_file(path)
 
 
 def exists(url: str) -> bool:
@@ -86,7 +138,238 @@ def local_copy(url: str) -> Iterator[Path]:
         return
     fs, path = filesystem(url)
     suffix = Path(path).suffix
-    with tempfile.TemporaryDirectory(prefix="astroclip-") as tmp:
-        local = Path(tmp) / f"copy{suffix}"
+    with scratch_dir("copy") as tmp:
+        local = tmp / f"copy{suffix}"
         fs.get_file(path, str(local))
         yield local
+
+
+# Temporary names: made here, swept by the next run (see the module docstring).
+
+
+@functools.cache
+def _host() -> str:
+    """This machine's name, plus its pid namespace where there is one (containers share hosts)."""
+    name = re.sub(r"[^A-Za-z0-9.]", "", socket.gethostname()) or "host"
+    try:
+        return f"{name}.{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return name
+
+
+def temp_prefix(target_name: str) -> str:
+    """This process's temporary-name prefix for ``target_name``: ``.<name>.tmp-<host>-<pid>-``."""
+    return f".{target_name}{TEMP_MARK}{_host()}-{os.getpid()}-"
+
+
+def make_temp_file(target: Path) -> tuple[int, str]:
+    """Create the temporary file that will replace ``target``, beside it; ``(fd, path)``.
+
+    Sweeps the folder's stale temporaries first (once per process).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_once(target.parent)
+    return tempfile.mkstemp(dir=target.parent, prefix=temp_prefix(target.name))
+
+
+def make_temp_dir(target: Path) -> Path:
+    """Create the temporary folder that will replace the folder ``target``, beside it.
+
+    Sweeps the parent's stale temporaries first (once per process).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_once(target.parent)
+    return Path(tempfile.mkdtemp(dir=target.parent, prefix=temp_prefix(target.name)))
+
+
+def temp_name(target: Path) -> Path:
+    """A fresh temporary name beside ``target`` (nothing is created), e.g. to rename it away."""
+    return target.parent / f"{temp_prefix(target.name)}{os.urandom(4).hex()}"
+
+
+@contextmanager
+def scratch_dir(label: str) -> Iterator[Path]:
+    """A private folder in the system temp folder, removed on exit (or by a later run if killed)."""
+    root = Path(tempfile.gettempdir())
+    _sweep_once(root, target_prefix="astroclip-")
+    path = Path(tempfile.mkdtemp(dir=root, prefix=temp_prefix(f"astroclip-{label}")))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_stale_temps(folder: str | Path, target_prefix: str = "") -> list[Path]:
+    """Delete the stale temporaries directly in ``folder``; return what was deleted.
+
+    Only names of the form :func:`temp_prefix` makes (or of earlier versions) whose target
+    starts with ``target_prefix`` are considered; what is stale is defined in the module
+    docstring. Other files are never touched.
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    now = time.time()
+    for entry in entries:
+        if not entry.name.startswith(f".{target_prefix}") or not _is_stale(entry, now):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+        log.warning("removed %s, left behind by an interrupted write", entry.path)
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _sweep_once(folder: Path, target_prefix: str = "") -> None:
+    key = os.path.abspath(folder)
+    if key in _swept_folders:
+        return
+    remove_stale_temps(folder, target_prefix)
+    with _swept_lock:
+        _swept_folders.add(key)
+
+
+def _is_stale(entry: os.DirEntry, now: float) -> bool:
+    owned = _OWNED_TEMP.match(entry.name)
+    if owned is None and _UNOWNED_TEMP.match(entry.name) is None:
+        return False
+    try:
+        modified = entry.stat(follow_symlinks=False).st_mtime
+    except FileNotFoundError:  # its writer renamed or removed it meanwhile
+        return False
+    if owned is None or owned["host"] != _host():
+        return now - modified > STALE_TEMP_AGE_S
+    started = _process_start_time(int(owned["pid"]))
+    # 2 s of slack: boot time has whole seconds, and some filesystems round mtimes to 2 s
+    return started is None or started > modified + 2.0
+
+
+def _process_start_time(pid: int) -> float | None:
+    """When process ``pid`` started (Unix time), or None when no such process runs.
+
+    Without /proc (macOS) only whether it exists is known; it then counts as started at 0.
+    """
+    if not os.path.exists("/proc/self/stat"):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    if fields[0] in ("Z", "X"):  # killed and not yet reaped by its parent: gone
+        return None
+    ticks_since_boot = int(fields[19])  # field 22 of proc_pid_stat(5), "starttime"
+    return _boot_time() + ticks_since_boot / os.sysconf("SC_CLK_TCK")
+
+
+def _boot_time() -> float:
+    with open("/proc/stat") as fh:
+        for line in fh:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    raise OSError("/proc/stat has no btime line")
+
+
+# Parquet reading with page checksums verified.
+
+_PARQUET_ERRORS = (OSError, pa.ArrowInvalid)
+
+
+def _parquet_problem(err: Exception) -> str:
+    return f"cannot read Parquet: {err}"
+
+
+def read_parquet(
+    url: str, columns: Sequence[str] | None = None, filters: list | None = None
+) -> pa.Table:
+    """One Parquet file (local path or fsspec URL) with every page checksum verified.
+
+    ``filters`` as in ``pyarrow.parquet.read_table``. A damaged or unreadable file raises
+    FormatError naming ``url``; a missing one FileNotFoundError.
+    """
+    fs, path = filesystem(url)
+    try:
+        with fs.open(path, "rb") as fh:
+            return pq.read_table(
+                fh,
+                columns=list(columns) if columns is not None else None,
+                filters=filters,
+                page_checksum_verification=True,
+            )
+    except FileNotFoundError:
+        raise
+    except _PARQUET_ERRORS as err:
+        raise FormatError(url, _parquet_problem(err)) from err
+
+
+def parquet_schema(url: str) -> pa.Schema:
+    """The Arrow schema of one Parquet file (reads only its footer); FormatError if unreadable."""
+    fs, path = filesystem(url)
+    try:
+        with fs.open(path, "rb") as fh:
+            return pq.read_schema(fh)
+    except FileNotFoundError:
+        raise
+    except _PARQUET_ERRORS as err:
+        raise FormatError(url, _parquet_problem(err)) from err
+
+
+def iter_parquet_batches(
+    url: str, batch_rows: int, columns: Sequence[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of at most ``batch_rows`` rows of one Parquet file, checksums verified."""
+    fs, path = filesystem(url)
+    try:
+        with fs.open(path, "rb") as fh:
+            parquet = pq.ParquetFile(fh, page_checksum_verification=True)
+            cols = list(columns) if columns is not None else None
+            yield from parquet.iter_batches(batch_size=batch_rows, columns=cols)
+    except FileNotFoundError:
+        raise
+    except _PARQUET_ERRORS as err:
+        raise FormatError(url, _parquet_problem(err)) from err
+
+
+def parquet_dataset(url: str, partitioning: str | None = None) -> pads.Dataset:
+    """A ``pyarrow.dataset`` over a Parquet file or folder whose scans verify page checksums.
+
+    Read it with :func:`read_dataset`, which names the damaged file when a scan fails.
+    """
+    fs, path = filesystem(url)
+    scan = pads.ParquetFragmentScanOptions(page_checksum_verification=True)
+    fmt = pads.ParquetFileFormat(default_fragment_scan_options=scan)
+    return pads.dataset(path, filesystem=fs, format=fmt, partitioning=partitioning)
+
+
+def read_dataset(
+    dataset: pads.Dataset, columns: Sequence[str] | None = None, filter: object | None = None
+) -> pa.Table:
+    """``dataset.to_table(columns, filter)``; a failed scan raises FormatError naming the file."""
+    cols = list(columns) if columns is not None else None
+    try:
+        return dataset.to_table(columns=cols, filter=filter)
+    except FileNotFoundError:
+        raise
+    except _PARQUET_ERRORS as err:
+        raise FormatError(_failing_file(dataset, cols, filter), _parquet_problem(err)) from err
+
+
+def _failing_file(dataset: pads.Dataset, columns: list[str] | None, filter: object) -> str:
+    """The first file of ``dataset`` that fails to scan on its own (Arrow's errors omit it)."""
+    for fragment in dataset.get_fragments():
+        try:
+            fragment.to_table(columns=columns, filter=filter, schema=dataset.schema)
+        except _PARQUET_ERRORS:
+            return getattr(fragment, "path", "<dataset>")
+    files = getattr(dataset, "files", None) or ["<dataset>"]
+    return f"{files[0]} (or another file of its dataset)"

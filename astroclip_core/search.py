@@ -35,10 +35,10 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from astroclip_core import fsio
 from astroclip_core.evaluation.knn import l2_normalise, top_k_inner_product
+from astroclip_core.tables.embeddings import embedding_matrix, read_embeddings
 
 INDEX_THRESHOLD_ROWS = 1_000_000
 IVF_CELLS_PER_SQRT_N = 4  # nlist = 4 sqrt(N), a common faiss rule of thumb
@@ -48,41 +48,6 @@ IVF_PROBE_FRACTION = 1 / 8
 MODALITIES: dict[str, str] = {"image": "image_embedding", "spectrum": "spectrum_embedding"}
 META_COLUMNS = ("targetid", "ra", "dec", "z")
 Method = Literal["auto", "exact", "faiss"]
-
-
-def read_embeddings(url: str, columns: list[str] | None = None) -> pa.Table:
-    """Read an embeddings Parquet file or hive folder (every ``*.parquet`` below it).
-
-    The folder is read without hive partitioning: each file already holds its ``healpix``
-    column. Raises FileNotFoundError naming ``url`` when nothing is there.
-    """
-    fs, path = fsio.filesystem(url)
-    if not fs.exists(path):
-        raise FileNotFoundError(f"no embeddings at {url}")
-    dataset = pads.dataset(path, filesystem=fs, format="parquet")
-    if not dataset.files:
-        raise FileNotFoundError(f"no Parquet files under {url}")
-    return dataset.to_table(columns=columns)
-
-
-def embedding_matrix(table: pa.Table, column: str) -> np.ndarray:
-    """(N, D) float32 array of a fixed-size-list (or equal-length list) embedding column."""
-    if column not in table.column_names:
-        raise ValueError(f"embeddings table lacks column {column!r}")
-    arr = table.column(column).combine_chunks()
-    if arr.null_count:
-        raise ValueError(f"column {column!r} has {arr.null_count} null rows")
-    if pa.types.is_fixed_size_list(arr.type):
-        dim = arr.type.list_size
-    elif pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
-        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
-        if lengths.size and (lengths != lengths[0]).any():
-            raise ValueError(f"column {column!r} has rows of different lengths")
-        dim = int(lengths[0]) if lengths.size else 0
-    else:
-        raise ValueError(f"column {column!r} has type {arr.type}, not a list of floats")
-    values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return values.reshape(len(arr), dim)
 
 
 def faiss_available() -> bool:
@@ -257,7 +222,6 @@ def _embeddings_url(args: argparse.Namespace) -> str:
     """The embeddings location from --embeddings, else the storage layout's --release/--model."""
     if args.embeddings:
         return args.embeddings
-    from astroclip_core import fsio
     from astroclip_core.storage import default_layout
 
     layout = default_layout()
@@ -279,9 +243,10 @@ def _embeddings_url(args: argparse.Namespace) -> str:
 
 
 def _write_png(args: argparse.Namespace, result: pa.Table) -> None:
-    from astroclip_core.evaluation.figures import render_png
-    from astroclip_core.evaluation.gallery import neighbours_figure, pairs_lookup
+    from astroclip_core.evaluation.gallery import neighbours_figure
+    from astroclip_core.plots import render_png
     from astroclip_core.storage import default_layout
+    from astroclip_core.tables.pairs import pairs_lookup
 
     pairs = args.pairs or default_layout().pairs_dir(args.release)
     png = render_png(neighbours_figure(args.targetid, result, pairs_lookup(pairs)))

@@ -15,6 +15,13 @@ strings joined with ``/`` so that a local folder and an object store behave the 
     models/<release>/<preset>-<run>/model.pt, config.json, history.parquet
     embeddings/<release>/<model>/healpix=<pix>/part-0.parquet
     reports/<release>/<model>/evaluation.json + figures
+    samplesky/                                   the generated sample sky (local data roots)
+
+Every per-partition table lives in ``healpix=<pixel>`` folders, ``<pixel>`` the nested nside-16
+partition pixel (``astroclip_core.sky.healpix.PARTITION_NSIDE``). This module builds that folder
+name (:func:`partition_file`) and parses it back (:func:`pixel_from_path`); no other module
+formats or globs it. Every path builder takes its arguments in the order release, model, pixel,
+then what names the file inside the partition (a stage).
 """
 
 from __future__ import annotations
@@ -26,6 +33,31 @@ from pathlib import Path
 STORAGE_ENV = "ASTROCLIP_STORAGE"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORAGE = REPO_ROOT / "storage"
+# Hive key of the partition folders, and the file name of a partition's single Parquet file.
+PARTITION_KEY = "healpix"
+PARTITION_FILE = "part-0.parquet"
+
+
+def partition_file(table_dir: str, pixel: int, name: str = PARTITION_FILE) -> str:
+    """``<table_dir>/healpix=<pixel>/<name>``: one partition's file of a hive-partitioned table."""
+    return f"{table_dir.rstrip('/')}/{PARTITION_KEY}={int(pixel)}/{name}"
+
+
+def partition_glob(table_dir: str, name: str = PARTITION_FILE) -> str:
+    """The glob pattern that matches :func:`partition_file` of every pixel under ``table_dir``."""
+    return f"{table_dir.rstrip('/')}/{PARTITION_KEY}=*/{name}"
+
+
+def pixel_from_path(path: str) -> int:
+    """The partition pixel of a path built by :func:`partition_file` (inverse of it).
+
+    Raises ValueError naming ``path`` when its folder is not ``healpix=<non-negative int>``.
+    """
+    folder = path.rstrip("/").split("/")[-2] if "/" in path.rstrip("/") else ""
+    key, sep, value = folder.partition("=")
+    if key != PARTITION_KEY or not sep or not value.isdigit():
+        raise ValueError(f"{path}: partition folder {folder!r} is not {PARTITION_KEY}=<pixel>")
+    return int(value)
 
 
 def default_root() -> str:
@@ -46,6 +78,10 @@ class StorageLayout:
     def is_local(self) -> bool:
         """True when the root is a plain local path (or a file:// URL)."""
         return "://" not in self.root or self.root.startswith("file://")
+
+    def samplesky_dir(self) -> str:
+        """The sample sky's folder (its generator lock included), when it is not set elsewhere."""
+        return self._join("samplesky")
 
     # Raw downloads
     def raw_desi(self, relpath: str) -> str:
@@ -69,9 +105,9 @@ class StorageLayout:
         """JSON record of the selection cuts of one release."""
         return self._join("catalog", release, "selection.json")
 
-    def interim_file(self, stage: str, release: str, pixel: int) -> str:
-        """Intermediate table of one stage (spectra, sources, matches, cutouts) and partition."""
-        return self._join("interim", stage, release, f"healpix={int(pixel)}", "part-0.parquet")
+    def interim_file(self, release: str, pixel: int, stage: str) -> str:
+        """Intermediate table of one partition and stage (spectra, sources, matches, cutouts)."""
+        return partition_file(self._join("interim", stage, release), pixel)
 
     # Tables
     def pairs_dir(self, release: str) -> str:
@@ -80,11 +116,11 @@ class StorageLayout:
 
     def pairs_file(self, release: str, pixel: int) -> str:
         """The single Parquet file of one release and nside-16 pixel."""
-        return self._join("pairs", release, f"healpix={int(pixel)}", "part-0.parquet")
+        return partition_file(self.pairs_dir(release), pixel)
 
     def failures_file(self, release: str, pixel: int, stage: str) -> str:
         """Per-partition, per-stage table of files/objects that could not be fetched, with why."""
-        return self._join("failures", release, f"healpix={int(pixel)}", f"{stage}.parquet")
+        return partition_file(self._join("failures", release), pixel, f"{stage}.parquet")
 
     def hf_dir(self, release: str) -> str:
         """Folder of the Hugging Face dataset of one release."""
@@ -93,6 +129,18 @@ class StorageLayout:
     def model_dir(self, release: str, model: str) -> str:
         """Folder of one trained model, ``model`` = ``<preset>-<run>``."""
         return self._join("models", release, model)
+
+    def model_runs_dir(self, release: str, model: str) -> str:
+        """Work folders of the training runs of one model (hidden: never a published model)."""
+        return self._join("models", release, ".runs", model)
+
+    def model_run_dir(self, release: str, model: str, run_key: str) -> str:
+        """Work folder of one training run of ``model``, ``run_key`` the digest of its config."""
+        return self._join("models", release, ".runs", model, run_key)
+
+    def model_replaced_dir(self, release: str, model: str) -> str:
+        """Where the previous published model waits while a finished run replaces it."""
+        return self._join("models", release, ".runs", model, "replaced")
 
     def current_model(self, release: str) -> str:
         """JSON pointer to the model the embeddings and evaluation of a release use."""
@@ -104,7 +152,7 @@ class StorageLayout:
 
     def embeddings_file(self, release: str, model: str, pixel: int) -> str:
         """The single embeddings Parquet file of one pixel."""
-        return self._join("embeddings", release, model, f"healpix={int(pixel)}", "part-0.parquet")
+        return partition_file(self.embeddings_dir(release, model), pixel)
 
     def report_dir(self, release: str, model: str) -> str:
         """Folder of the evaluation report and figures of one model."""

@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from astroclip_core.storage import partition_file  # noqa: E402
 from astroclip_core.tables.schemas import (  # noqa: E402
     IMAGE_SHAPE,
     SPECTRUM_SHAPE,
@@ -142,8 +143,8 @@ def run(rows: int, batch: int, repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         files = []
-        for i, part in enumerate(np.array_split(np.arange(rows), 4)):  # 4 "healpix" files
-            path = root / "pairs" / f"healpix={i}" / "part-0.parquet"
+        for pixel, part in enumerate(np.array_split(np.arange(rows), 4)):  # 4 partition files
+            path = Path(partition_file(str(root / "pairs"), pixel))
             path.parent.mkdir(parents=True)
             pq.write_table(binary_table({k: v[part] for k, v in arrays.items()}), path)
             files.append(str(path))

@@ -1,6 +1,6 @@
-"""``astroclip run``: registered into the ``astroclip`` command through an entry point.
+"""``astroclip run`` and ``astroclip partitions``: registered into ``astroclip`` by an entry point.
 
-astroclip_core's CLI never imports Dagster; it discovers this subcommand through the
+astroclip_core's CLI never imports Dagster; it discovers these subcommands through the
 ``astroclip.commands`` entry-point group declared in pyproject.toml.
 """
 
@@ -12,11 +12,17 @@ import logging
 import os
 import time
 
-from pipelines.defaults import DEFAULT_TRAIN_STEPS
+from astroclip_core.cli import UsageError
+from astroclip_core.releases import ReleaseNotFoundError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``run`` subcommand."""
+    """Add the ``run`` and ``partitions`` subcommands (the commands that need Dagster)."""
+    _register_run(subparsers)
+    _register_partitions(subparsers)
+
+
+def _register_run(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "run",
         help="materialize the whole graph (sample sky by default) through Dagster",
@@ -26,15 +32,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--release", default="edr", help="release to process (default: edr)")
     p.add_argument("--storage", help="data root (local path or fsspec URL); sets ASTROCLIP_STORAGE")
+    # Training flags default to None: an unset flag leaves the library's TrainConfig default
+    # (read through the contrastive_model asset's config), so no default is restated here.
+    # Values are checked by TrainConfig itself, before any work starts (see _run).
+    p.add_argument("--steps", type=int, help="training steps (default: TrainConfig's)")
+    p.add_argument("--preset", help="model preset (default: TrainConfig's)")
+    p.add_argument("--batch-size", type=int, help="training batch size (default: TrainConfig's)")
     p.add_argument(
-        "--steps",
-        type=int,
-        default=DEFAULT_TRAIN_STEPS,
-        help=f"training steps (default: {DEFAULT_TRAIN_STEPS})",
+        "--device",
+        choices=["cpu", "cuda", "auto"],
+        help="cpu, cuda or auto (default: TrainConfig's)",
     )
-    p.add_argument("--preset", default="tiny", help="model preset (default: tiny)")
-    p.add_argument("--batch-size", type=int, default=64, help="training batch size (default: 64)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    p.add_argument("--seed", type=int, help="training seed (default: TrainConfig's)")
+    p.add_argument(
+        "--checkpoint-every", type=int, help="steps between checkpoints (default: TrainConfig's)"
+    )
+    p.add_argument(
+        "--sky-size",
+        choices=["tiny", "small", "default"],
+        help="sample-sky size preset when the sample sky is the source (default: default); "
+        "tiny gives a run of a few minutes to try things",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="restart training from step 0 (by default an interrupted training of the same "
+        "config resumes from its last checkpoint)",
+    )
     p.add_argument("--skip-training", action="store_true", help="stop after the dataset")
     p.set_defaults(func=_run)
 
@@ -45,19 +69,42 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    # A new DAGSTER_HOME's schema set-up logs dozens of alembic lines at INFO: not news to a user.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from astroclip_core.storage import StorageLayout, default_root
     from pipelines.runner import RunOptions, run_all
+    from pipelines.training import TrainingConfig
 
+    flags = {
+        "steps": args.steps,
+        "preset": args.preset,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "seed": args.seed,
+        "checkpoint_every": args.checkpoint_every,
+    }
+    training = TrainingConfig(**{k: v for k, v in flags.items() if v is not None}, fresh=args.fresh)
+    if not args.skip_training:
+        # Build the library config now, so a bad preset or value stops the command before the
+        # ingest instead of after it.
+        try:
+            training.train_config(StorageLayout(default_root()), args.release)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    from pipelines.definitions import defs
+    from pipelines.resources import SampleSkyResource
+
+    resources = dict(defs.resources)
+    if args.sky_size:
+        resources["sample_sky"] = SampleSkyResource(size=args.sky_size)
     t0 = time.perf_counter()
-    summary = run_all(
-        RunOptions(
-            release=args.release,
-            train_steps=args.steps,
-            preset=args.preset,
-            batch_size=args.batch_size,
-            device=args.device,
-            skip_training=args.skip_training,
+    try:
+        summary = run_all(
+            RunOptions(release=args.release, training=training, skip_training=args.skip_training),
+            resources=resources,
         )
-    )
+    except ReleaseNotFoundError as err:
+        raise UsageError(f"--release {args.release!r}: {err}") from err
     total = time.perf_counter() - t0
     print(
         json.dumps(
@@ -69,4 +116,44 @@ def _run(args: argparse.Namespace) -> int:
             indent=2,
         )
     )
+    return 0
+
+
+def _register_partitions(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "partitions",
+        help="register the Dagster partitions of the releases the DESI source publishes",
+        description="Partitions live in $DAGSTER_HOME (default: the repository's dagster_home/). "
+        "A fresh one has none, so `dagster asset materialize --partition edr` has nothing to "
+        "select until they are registered.",
+    )
+    sub = p.add_subparsers(dest="action", required=True)
+    sync = sub.add_parser(
+        "sync",
+        help="add a release partition for every release the DESI source lists",
+        description="List the releases the configured DESI source publishes and add each as a "
+        "partition of `releases`. For the sample sky (no root URL set) these are the releases in "
+        "its folder and its configured ones, which a step generates on first use. The pixel "
+        "partitions follow when release_catalog runs.",
+    )
+    sync.add_argument(
+        "--storage", help="data root (local path or fsspec URL); sets ASTROCLIP_STORAGE"
+    )
+    sync.set_defaults(func=_partitions_sync)
+
+
+def _partitions_sync(args: argparse.Namespace) -> int:
+    if args.storage:
+        os.environ["ASTROCLIP_STORAGE"] = args.storage
+    from pipelines.definitions import defs
+    from pipelines.partitions import sync_releases
+    from pipelines.runner import dagster_instance
+
+    resources = defs.resources
+    released, added = sync_releases(dagster_instance(), resources["desi"], resources["sample_sky"])
+    for release in released:
+        state = "added" if release.name in added else "already registered"
+        print(f"{release.name} (production {release.specprod}): {state}")
+    if not released:
+        print("the DESI source lists no releases; nothing registered")
     return 0

@@ -11,8 +11,8 @@ from astroclip_core.ingest import cutouts as cutouts_lib
 from astroclip_core.ingest import imaging, match
 from astroclip_core.ingest import spectra as spectra_lib
 from astroclip_core.ingest.pairs import PAIRS_CHECKS, assemble_pairs
-from astroclip_core.tables.schemas import PAIRS_SCHEMA
-from pipelines.metadata import png_md, schema_md, table_md
+from astroclip_core.sky.partition_match import DEFAULT_MARGIN_ARCSEC, DEFAULT_RADIUS_ARCSEC
+from pipelines.metadata import materialize
 from pipelines.partitions import from_release, release_and_pixel, sky_partitions
 from pipelines.resources import (
     DesiSourceResource,
@@ -43,15 +43,20 @@ def spectra(
         desi.source(release, sample_sky), storage.layout(), pixel, desi.retry.policy()
     )
     context.log.info(
-        f"downloaded {result.extra['coadd_files']} coadd files, {result.n_rows} spectra"
+        f"downloaded {result.metadata['coadd_files']} coadd files, {result.rows} spectra"
     )
-    return dg.MaterializeResult(metadata=result.metadata())
+    return materialize(result)
 
 
 class ImagingConfig(dg.Config):
-    """How far beyond the pixel border imaging sources are kept (for border matches)."""
+    """How far beyond the pixel border imaging sources are kept (for border matches).
 
-    margin_arcsec: float = Field(default=10.0, description="Margin around the pixel, arcsec.")
+    The crossmatch refuses a radius wider than this margin, which the sources table records.
+    """
+
+    margin_arcsec: float = Field(
+        default=DEFAULT_MARGIN_ARCSEC, description="Margin around the pixel, arcsec."
+    )
 
 
 @dg.asset(
@@ -78,15 +83,15 @@ def imaging_sources(
         legacysurvey.retry.policy(),
     )
     context.log.info(
-        f"kept {result.n_rows} imaging sources from {result.extra['sweep_files']} sweeps"
+        f"kept {result.rows} imaging sources from {result.metadata['sweep_files']} sweeps"
     )
-    return dg.MaterializeResult(metadata=result.metadata())
+    return materialize(result)
 
 
 class CrossmatchConfig(dg.Config):
-    """Positional match radius."""
+    """Positional match radius (at most the imaging sources' margin)."""
 
-    radius_arcsec: float = Field(default=1.0, description="Match radius, arcsec.")
+    radius_arcsec: float = Field(default=DEFAULT_RADIUS_ARCSEC, description="Match radius, arcsec.")
 
 
 @dg.asset(
@@ -103,10 +108,8 @@ def crossmatch(
 ) -> dg.MaterializeResult:
     release, pixel = release_and_pixel(context)
     result = match.match_partition_stage(storage.layout(), release, pixel, config.radius_arcsec)
-    context.log.info(f"matched {result.n_matched}/{result.n_spectra} spectra")
-    md = result.metadata()
-    md["separation_histogram"] = png_md(result.histogram_png(), "separations")
-    return dg.MaterializeResult(metadata=md)
+    context.log.info(f"matched {result.metadata['matched']}/{result.metadata['spectra']} spectra")
+    return materialize(result)
 
 
 @dg.asset(
@@ -134,7 +137,7 @@ def cutouts(
         policy=legacysurvey.retry.policy(),
         log=context.log,
     )
-    return dg.MaterializeResult(metadata=result.metadata())
+    return materialize(result)
 
 
 @dg.asset(
@@ -147,21 +150,10 @@ def cutouts(
         for name, desc in PAIRS_CHECKS.items()
     ],
     description="Writes one Parquet file per pixel with the matched image-spectrum pairs "
-    "(pairs/<release>/healpix=<pix>/part-0.parquet), atomically; re-running replaces it.",
+    "(StorageLayout.pairs_file under pairs/<release>/), atomically; re-running replaces it.",
 )
-def pairs(context: dg.AssetExecutionContext, storage: StorageResource):
+def pairs(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     release, pixel = release_and_pixel(context)
     result = assemble_pairs(storage.layout(), release, pixel)
-    context.log.info(f"wrote {result.n_rows} pairs to {result.path}")
-    md = result.metadata()
-    md["schema"] = schema_md(PAIRS_SCHEMA)
-    if result.preview_png:
-        md["sample_pairs"] = png_md(result.preview_png, "sample pairs")
-    md["checks"] = table_md(
-        ["check", "passed", "detail"], [(c.name, c.passed, c.detail) for c in result.checks]
-    )
-    yield dg.MaterializeResult(metadata=md)
-    for c in result.checks:
-        yield dg.AssetCheckResult(
-            check_name=c.name, passed=c.passed, asset_key="pairs", metadata={"detail": c.detail}
-        )
+    context.log.info(f"wrote {result.rows} pairs to {result.path}")
+    return materialize(result)

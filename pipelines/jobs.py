@@ -21,6 +21,9 @@ train_job = dg.define_asset_job(
     "train_job",
     selection=dg.AssetSelection.assets("contrastive_model"),
     description="Train the contrastive model of a release (only when asked, or on the schedule).",
+    # Run monitoring (dagster_home/dagster.yaml) fails a run still STARTED after its
+    # max_runtime_seconds; training at survey scale may take days, so its runs get a week.
+    tags={"dagster/max_runtime_seconds": str(7 * 24 * 3600)},
 )
 embed_job = dg.define_asset_job(
     "embed_job",

@@ -2,11 +2,11 @@
 
 import dagster as dg
 
-from astroclip_core.publish.dataset import build_hf_dataset
-from astroclip_core.publish.hub import hub_settings_from_env, push_to_hub
-from pipelines.metadata import table_md
+from astroclip_core.publish.hub import HubSettings, hub_settings_from_env
+from astroclip_core.publish.steps import publish_release
+from pipelines.metadata import materialize
 from pipelines.partitions import releases_partitions
-from pipelines.resources import StorageResource
+from pipelines.resources import DesiSourceResource, SampleSkyResource, StorageResource
 
 
 class HubResource(dg.ConfigurableResource):
@@ -16,7 +16,7 @@ class HubResource(dg.ConfigurableResource):
     Dagster config (which the UI displays), logs or metadata.
     """
 
-    def settings(self):
+    def settings(self) -> HubSettings | None:
         """The Hub settings from the environment, or None when not configured."""
         return hub_settings_from_env()
 
@@ -31,31 +31,16 @@ class HubResource(dg.ConfigurableResource):
     "pushes it to the Hub only when HF_REPO_ID and HF_TOKEN are set.",
 )
 def hf_dataset(
-    context: dg.AssetExecutionContext, storage: StorageResource, hub: HubResource
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    hub: HubResource,
+    desi: DesiSourceResource,
+    sample_sky: SampleSkyResource,
 ) -> dg.MaterializeResult:
-    release = context.partition_key
-    layout = storage.layout()
-    info = build_hf_dataset(layout.pairs_dir(release), layout.hf_dir(release), release)
-    context.log.info(f"wrote {info.num_examples} rows in {len(info.files)} files to {info.out_dir}")
-    settings = hub.settings()
-    push = push_to_hub(
-        info.out_dir,
-        settings.repo_id if settings else None,
-        settings.token if settings else None,
-        settings.endpoint if settings else None,
+    release = desi.release_for(context.partition_key, sample_sky)  # the card names its production
+    result = publish_release(storage.layout(), release, hub.settings())
+    context.log.info(
+        f"wrote {result.rows} rows to {result.path}; pushed to the Hub: "
+        f"{result.metadata['pushed']} ({result.metadata['push_detail']})"
     )
-    context.log.info(f"push to hub: {'done' if push.pushed else 'skipped'} ({push.reason})")
-    return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(info.out_dir),
-            "rows": info.num_examples,
-            "splits": table_md(
-                ["split", "rows", "shards", "parquet bytes"],
-                [(s.name, s.num_examples, s.num_shards, s.parquet_bytes) for s in info.splits],
-            ),
-            "download_size_bytes": info.download_size_bytes,
-            "pushed": push.pushed,
-            "push_detail": push.reason,
-            "repo_id": push.repo_id or "",
-        }
-    )
+    return materialize(result)

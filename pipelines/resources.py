@@ -9,35 +9,52 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from astroclip_core.releases import Release, release_from_name
+from astroclip_core.releases import Release, discover_releases, find_release
+from astroclip_core.sources.http import RetryPolicy
+from astroclip_core.sources.legacysurvey import LegacySurveySource
 from astroclip_core.storage import StorageLayout, default_root
+
+if TYPE_CHECKING:  # imported when used: starting the code location needs neither
+    from astroclip_core.samplesky.server import SampleSkyServer
+    from astroclip_core.sources.desi import DesiSource
+
+# Read for their defaults only: every default below that these classes have is theirs.
+_RETRY = RetryPolicy()
+_LEGACYSURVEY = LegacySurveySource()
 
 
 class RetrySettings(dg.Config):
-    """How a source retries (429/5xx/timeouts: exponential backoff with jitter, Retry-After)."""
+    """How a source retries (429/5xx/timeouts: exponential backoff with jitter, Retry-After).
 
-    max_attempts: int = Field(default=5, description="Attempts per request.")
-    backoff_base_s: float = Field(default=0.5, description="First backoff, seconds.")
-    backoff_max_s: float = Field(default=30.0, description="Largest backoff, seconds.")
-    connect_timeout_s: float = Field(default=10.0, description="Connect timeout, seconds.")
-    read_timeout_s: float = Field(default=60.0, description="Read timeout, seconds.")
+    The defaults are :class:`~astroclip_core.sources.http.RetryPolicy`'s.
+    """
 
-    def policy(self) -> Any:
-        """The library's RetryPolicy."""
-        from astroclip_core.sources.http import RetryPolicy
+    max_attempts: int = Field(default=_RETRY.max_attempts, description="Attempts per request.")
+    backoff_base_s: float = Field(default=_RETRY.backoff_base_s, description="First backoff, s.")
+    backoff_max_s: float = Field(default=_RETRY.backoff_max_s, description="Largest backoff, s.")
+    retry_after_max_s: float = Field(
+        default=_RETRY.retry_after_max_s, description="Longest Retry-After honoured, s."
+    )
+    connect_timeout_s: float = Field(
+        default=_RETRY.connect_timeout_s, description="Connect timeout, seconds."
+    )
+    read_timeout_s: float = Field(
+        default=_RETRY.read_timeout_s, description="Read timeout, seconds."
+    )
+    corrupt_refetches: int = Field(
+        default=_RETRY.corrupt_refetches,
+        description="Whole extra downloads of a file that fails validation.",
+    )
 
-        return RetryPolicy(
-            max_attempts=self.max_attempts,
-            backoff_base_s=self.backoff_base_s,
-            backoff_max_s=self.backoff_max_s,
-            connect_timeout_s=self.connect_timeout_s,
-            read_timeout_s=self.read_timeout_s,
-        )
+    def policy(self) -> RetryPolicy:
+        """The library's RetryPolicy with these settings."""
+        return RetryPolicy(**self.model_dump())
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -57,7 +74,8 @@ class SampleSkyResource(dg.ConfigurableResource):
     """The embedded synthetic survey: generated on first use, served on 127.0.0.1 during a step."""
 
     root: str = Field(
-        default="", description="Sample-sky folder; empty = <repo>/storage/samplesky."
+        default="",
+        description="Sample-sky folder; empty = <data root>/samplesky ($ASTROCLIP_STORAGE).",
     )
     seed: int | None = Field(default=None, description="Generator seed (empty = the preset's).")
     size: str = Field(
@@ -66,13 +84,39 @@ class SampleSkyResource(dg.ConfigurableResource):
     releases: list[str] = Field(
         default=["edr"], description="Releases generated (published) if missing when a step starts."
     )
-    _server: Any = PrivateAttr(default=None)
+    _server: SampleSkyServer | None = PrivateAttr(default=None)
 
     def folder(self) -> str:
         """The folder the sample sky lives in."""
         from astroclip_core.samplesky.service import default_samplesky_root
 
         return self.root or str(default_samplesky_root())
+
+    def desi_folder(self) -> str:
+        """The local folder served as the DESI public root (its listing is the release index)."""
+        from astroclip_core.samplesky.generate import desi_root
+
+        return str(desi_root(Path(self.folder())))
+
+    def publish(self, extra: list[str] | tuple[str, ...] = ()) -> None:
+        """Generate the configured ``releases`` and ``extra`` that are not yet published.
+
+        Raises ValueError when one of them is not a release of this size preset.
+        """
+        from astroclip_core.samplesky.service import ensure_published
+
+        names = list(dict.fromkeys([*self.releases, *extra]))
+        ensure_published(self.folder(), names, seed=self.seed, size=self.size)
+
+    def offered(self) -> list[Release]:
+        """The releases this size preset describes, each generated when asked for."""
+        from astroclip_core.samplesky.service import releases_of
+
+        return releases_of(self.size, self.seed)
+
+    def can_generate(self) -> list[str]:
+        """Names of the releases this size preset describes."""
+        return [r.name for r in self.offered()]
 
     def truth_path(self, release: str) -> str:
         """The truth table (true redshift and properties) of one sample-sky release."""
@@ -86,12 +130,12 @@ class SampleSkyResource(dg.ConfigurableResource):
             self._server = None
 
     @contextmanager
-    def serving(self, generate_missing: bool = True) -> Iterator[Any]:
+    def serving(self, generate_missing: bool = True) -> Iterator[SampleSkyServer]:
         """Serve outside a Dagster step (sensors, tests); yields the running server."""
-        from astroclip_core.samplesky.service import ensure_published, start_server
+        from astroclip_core.samplesky.service import start_server
 
         if generate_missing:
-            ensure_published(self.folder(), self.releases, seed=self.seed, size=self.size)
+            self.publish()
         server = start_server(self.folder())
         try:
             yield server
@@ -99,15 +143,15 @@ class SampleSkyResource(dg.ConfigurableResource):
             server.stop()
 
     @property
-    def server(self) -> Any:
+    def server(self) -> SampleSkyServer:
         """The running server, started (and the sky generated if missing) on first use.
 
         Steps whose sources point at real archives never touch this, so nothing starts.
         """
         if self._server is None:
-            from astroclip_core.samplesky.service import ensure_published, start_server
+            from astroclip_core.samplesky.service import start_server
 
-            ensure_published(self.folder(), self.releases, seed=self.seed, size=self.size)
+            self.publish()
             self._server = start_server(self.folder())
         return self._server
 
@@ -117,7 +161,8 @@ class DesiSourceResource(dg.ConfigurableResource):
 
     release: str = Field(default="edr", description="Default release name (edr, dr1, ...).")
     specprod: str = Field(
-        default="", description="Spectroscopic production; empty = the release's known one."
+        default="",
+        description="Production of the default release; empty = read from the root's listing.",
     )
     root_url: str = Field(
         default="",
@@ -128,19 +173,71 @@ class DesiSourceResource(dg.ConfigurableResource):
     )
     retry: RetrySettings = Field(default_factory=RetrySettings, description="Retry behaviour.")
 
-    def release_for(self, name: str) -> Release:
-        """The Release called ``name``, with this resource's specprod override for its default release."""
-        if name == self.release and self.specprod:
-            return Release(name, self.specprod)
-        return release_from_name(name)
+    def where(self, sample_sky: SampleSkyResource) -> str:
+        """The public root that is listed: ``root_url``, else the sample sky's local folder."""
+        return self.root_url or sample_sky.desi_folder()
 
-    def source(self, name: str, sample_sky: SampleSkyResource | None) -> Any:
+    def published_releases(
+        self,
+        sample_sky: SampleSkyResource,
+        generate_missing: bool = True,
+        policy: RetryPolicy | None = None,
+    ) -> list[Release]:
+        """The releases the source publishes, read from its listings, with the override applied.
+
+        With no ``root_url`` that is the sample sky's folder, whose configured releases are
+        generated first unless ``generate_missing`` is False (the sensor only looks). The
+        listings are read with ``policy``, default this resource's retries.
+        """
+        if not self.root_url and generate_missing:
+            sample_sky.publish()
+        found = discover_releases(
+            self.where(sample_sky),
+            s3_endpoint_url=self.s3_endpoint_url or None,
+            policy=policy or self.retry.policy(),
+        )
+        return [self.pinned(r.name) or r for r in found]
+
+    def pinned(self, name: str) -> Release | None:
+        """The Release this resource's ``specprod`` fixes for ``name``; None when it fixes none."""
+        return Release(name, self.specprod) if name == self.release and self.specprod else None
+
+    def release_for(self, name: str, sample_sky: SampleSkyResource) -> Release:
+        """The Release called ``name``: the ``specprod`` override, else read from the listings.
+
+        Raises :class:`astroclip_core.releases.ReleaseNotFoundError` when the source does not
+        publish ``name``.
+        """
+        pinned = self.pinned(name)
+        if pinned is not None:
+            return pinned
+        return find_release(self.published_releases(sample_sky), name, self.where(sample_sky))
+
+    def settings_for(self, release: Release) -> dict[str, object]:
+        """Every setting of this resource, with ``release`` and its production pinned."""
+        return {**self.model_dump(), "release": release.name, "specprod": release.specprod}
+
+    def for_release(self, release: Release) -> DesiSourceResource:
+        """This resource pinned to ``release``: its steps read the production without listing."""
+        return DesiSourceResource(**self.settings_for(release))
+
+    def run_config(self, release: Release) -> dict[str, object]:
+        """Run config that carries every setting of this resource into a run of ``release``.
+
+        A sensor's run requests use it, so a requested run reads the same root, S3 endpoint,
+        retries and production as the sensor did. Every field is given, because run config
+        replaces a resource's whole configuration.
+        """
+        return {"resources": {"desi": {"config": self.settings_for(release)}}}
+
+    def source(self, name: str, sample_sky: SampleSkyResource | None) -> DesiSource:
         """A ``DesiSource`` for release ``name`` (the sample sky's when no root is configured)."""
         from astroclip_core.sources.desi import DesiSource
 
+        release = self.release_for(name, sample_sky)
         root = self.root_url or sample_sky.server.desi_root_url
         return DesiSource(
-            release=self.release_for(name),
+            release=release,
             root_url=root,
             s3_endpoint_url=self.s3_endpoint_url or None,
         )
@@ -153,19 +250,19 @@ class LegacySurveySourceResource(dg.ConfigurableResource):
         default="", description="DR9 root (…/legacysurvey/dr9/); empty = sample sky."
     )
     cutout_url: str = Field(default="", description="fits-cutout endpoint; empty = sample sky.")
-    layer: str = Field(default="ls-dr9", description="Cutout layer.")
-    pixscale_arcsec: float = Field(default=0.262, description="Cutout pixel scale (arcsec/pixel).")
-    bands: str = Field(default="grz", description="Cutout bands, in order.")
-    size_pix: int = Field(default=152, description="Cutout size in pixels.")
+    layer: str = Field(default=_LEGACYSURVEY.layer, description="Cutout layer.")
+    pixscale_arcsec: float = Field(
+        default=_LEGACYSURVEY.pixscale_arcsec, description="Cutout pixel scale (arcsec/pixel)."
+    )
+    bands: str = Field(default=_LEGACYSURVEY.bands, description="Cutout bands, in order.")
+    size_pix: int = Field(default=_LEGACYSURVEY.size_pix, description="Cutout size in pixels.")
     max_concurrent_requests: int = Field(
         default=8, description="Parallel cutout requests per step (the pool caps the steps)."
     )
     retry: RetrySettings = Field(default_factory=RetrySettings, description="Retry behaviour.")
 
-    def source(self, sample_sky: SampleSkyResource | None) -> Any:
+    def source(self, sample_sky: SampleSkyResource | None) -> LegacySurveySource:
         """A ``LegacySurveySource`` (the sample sky's when no URLs are configured)."""
-        from astroclip_core.sources.legacysurvey import LegacySurveySource
-
         server = sample_sky.server if not (self.sweep_root_url and self.cutout_url) else None
         return LegacySurveySource(
             root_url=self.sweep_root_url or server.legacysurvey_root_url,

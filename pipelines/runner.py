@@ -17,22 +17,18 @@ import dagster as dg
 from astroclip_core.sky.healpix import parse_partition_key
 from astroclip_core.storage import REPO_ROOT
 from pipelines import catalog, evaluation, ingest, publish, training
-from pipelines.defaults import DEFAULT_TRAIN_STEPS
 from pipelines.definitions import defs
-from pipelines.partitions import releases_partitions, sky_partitions
+from pipelines.partitions import register_release, sky_partitions
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What the main job materializes and how long it trains."""
+    """What the main job materializes and how it trains (the training asset's config)."""
 
     release: str = "edr"
-    train_steps: int = DEFAULT_TRAIN_STEPS
-    preset: str = "tiny"
-    batch_size: int = 64
-    device: str = "auto"
+    training: training.TrainingConfig = field(default_factory=training.TrainingConfig)
     skip_training: bool = False
 
 
@@ -44,7 +40,8 @@ class RunSummary:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _instance() -> dg.DagsterInstance:
+def dagster_instance() -> dg.DagsterInstance:
+    """The instance in ``$DAGSTER_HOME``, which defaults to the repository's ``dagster_home/``."""
     os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / "dagster_home"))
     os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
     return dg.DagsterInstance.get()
@@ -80,13 +77,17 @@ def run_all(
 
     ``resources`` default to the code location's (sample sky, ``$ASTROCLIP_STORAGE``);
     ``instance`` to the one in ``$DAGSTER_HOME`` (the repository's dagster_home/ if unset).
+    Raises :class:`astroclip_core.releases.ReleaseNotFoundError` before any work, registering
+    nothing, when the DESI source does not publish the release.
     """
-    instance = instance or _instance()
+    instance = instance or dagster_instance()
     resources = resources if resources is not None else dict(defs.resources)
     summary = RunSummary()
     release = options.release
-    if not instance.has_dynamic_partition(releases_partitions.name, release):
-        instance.add_dynamic_partitions(releases_partitions.name, [release])
+    # Validated against the source's listing (the sample sky generates it first) before it
+    # becomes a partition: a mistyped release raises ReleaseNotFoundError and registers nothing.
+    found = register_release(instance, release, resources["desi"], resources["sample_sky"])
+    resources = {**resources, "desi": resources["desi"].for_release(found)}
 
     def stage(name: str, assets: list, keys: list[str], run_config: dict | None = None) -> None:
         t0 = time.perf_counter()
@@ -111,19 +112,9 @@ def run_all(
     stage("publish", [publish.hf_dataset], [release])
     if options.skip_training:
         return summary
-    train_config = {
-        "ops": {
-            "contrastive_model": {
-                "config": {
-                    "preset": options.preset,
-                    "steps": options.train_steps,
-                    "batch_size": options.batch_size,
-                    "device": options.device,
-                    "fresh": True,
-                }
-            }
-        }
-    }
+    # The same command after a kill resumes the interrupted training; TrainingConfig.fresh
+    # (``--fresh``) restarts it. The published model is replaced only when training finishes.
+    train_config = {"ops": {"contrastive_model": {"config": options.training.model_dump()}}}
     stage("train", [training.contrastive_model], [release], train_config)
     stage("embed", [training.embeddings], keys)
     stage("evaluate", [evaluation.evaluation], [release])

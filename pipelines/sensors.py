@@ -1,10 +1,14 @@
 """New data releases: a sensor that polls the release index, and daily/weekly schedules.
 
 The sensor does three things on each tick, each guarded by a run key so nothing runs twice:
-1. a release folder that is not yet a ``releases`` partition is added, and its catalogue run
-   requested (that run registers the release's sky partitions);
+1. a release the source publishes (see :func:`astroclip_core.releases.discover_releases`)
+   that is not yet a ``releases`` partition is added; it, and any registered release whose
+   catalogue was never materialized, gets a catalogue run (that run registers its sky
+   partitions);
 2. every sky partition whose ``pairs`` were never materialized gets an ingest run;
 3. a release whose partitions all have pairs but no ``hf_dataset`` gets a publish run.
+Every run it requests carries the DESI resource's settings as run config (root, S3 endpoint,
+retries, and the release's production as the sensor read it or as ``specprod`` pins it).
 Training is never triggered by new data: it runs when asked or on ``retrain_schedule``.
 """
 
@@ -14,44 +18,48 @@ import datetime as dt
 
 import dagster as dg
 
+from astroclip_core.releases import Release
 from astroclip_core.sky.healpix import parse_partition_key
-from astroclip_core.sources.releases_index import list_releases
+from astroclip_core.sources.releases_index import INDEX_POLICY
 from pipelines.jobs import catalog_job, ingest_job, publish_job, train_job
 from pipelines.partitions import releases_partitions, sky_partitions
 from pipelines.resources import DesiSourceResource, SampleSkyResource
 
 
-def _released_names(desi: DesiSourceResource, sample_sky: SampleSkyResource) -> list[str]:
-    if desi.root_url:
-        return [r.name for r in list_releases(desi.root_url)]
-    with sample_sky.serving(generate_missing=False) as server:
-        return [r.name for r in list_releases(server.desi_root_url)]
+def _request(
+    job_name: str, key: str, release: Release | None, desi: DesiSourceResource
+) -> dg.RunRequest:
+    """A run of ``job_name`` on partition ``key``, keyed so the sensor requests it only once."""
+    config = desi.run_config(release) if release is not None else {}
+    stage = job_name.removesuffix("_job")
+    return dg.RunRequest(
+        run_key=f"{stage}-{key}", partition_key=key, job_name=job_name, run_config=config
+    )
 
 
-def plan_release_runs(instance: dg.DagsterInstance, released: list[str]) -> dg.SensorResult:
-    """The partitions to add and runs to request, given the releases the source lists."""
+def plan_release_runs(
+    instance: dg.DagsterInstance, released: list[Release], desi: DesiSourceResource
+) -> dg.SensorResult:
+    """The partitions to add and runs to request, given the releases the source publishes."""
+    by_name = {r.name: r for r in released}
     known = set(instance.get_dynamic_partitions(releases_partitions.name))
-    new_releases = sorted(set(released) - known)
+    new_releases = sorted(set(by_name) - known)
+    cataloged = instance.get_materialized_partitions(dg.AssetKey("release_catalog"))
+    uncataloged = sorted(r for r in known & set(by_name) if r not in cataloged)
     requests = [
-        dg.RunRequest(run_key=f"catalog-{r}", partition_key=r, job_name=catalog_job.name)
-        for r in new_releases
+        _request(catalog_job.name, r, by_name[r], desi) for r in sorted(new_releases + uncataloged)
     ]
     pixel_keys = instance.get_dynamic_partitions(sky_partitions.name)
     done = instance.get_materialized_partitions(dg.AssetKey("pairs"))
-    todo = [k for k in pixel_keys if k not in done]
-    requests += [
-        dg.RunRequest(run_key=f"ingest-{k}", partition_key=k, job_name=ingest_job.name)
-        for k in todo
-    ]
+    for key in pixel_keys:
+        if key not in done:
+            release = by_name.get(parse_partition_key(key)[0])
+            requests.append(_request(ingest_job.name, key, release, desi))
     published = instance.get_materialized_partitions(dg.AssetKey("hf_dataset"))
     for release in sorted(known):
         keys = [k for k in pixel_keys if parse_partition_key(k)[0] == release]
         if keys and release not in published and all(k in done for k in keys):
-            requests.append(
-                dg.RunRequest(
-                    run_key=f"publish-{release}", partition_key=release, job_name=publish_job.name
-                )
-            )
+            requests.append(_request(publish_job.name, release, by_name.get(release), desi))
     adds = [releases_partitions.build_add_request(new_releases)] if new_releases else []
     return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=adds)
 
@@ -65,9 +73,10 @@ def plan_release_runs(instance: dg.DagsterInstance, released: list[str]) -> dg.S
 def new_release_sensor(
     context: dg.SensorEvaluationContext, desi: DesiSourceResource, sample_sky: SampleSkyResource
 ) -> dg.SensorResult:
-    released = _released_names(desi, sample_sky)
-    context.log.info(f"release index lists {released}")
-    return plan_release_runs(context.instance, released)
+    # short timeouts: a sensor tick must finish well inside its 60 s budget
+    released = desi.published_releases(sample_sky, generate_missing=False, policy=INDEX_POLICY)
+    context.log.info(f"release index lists {[f'{r.name}/{r.specprod}' for r in released]}")
+    return plan_release_runs(context.instance, released, desi)
 
 
 @dg.schedule(

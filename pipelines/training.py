@@ -3,10 +3,10 @@
 import dagster as dg
 from pydantic import Field
 
-from astroclip_core import fsio
-from astroclip_core.training.steps import embed_partition, train_release
-from pipelines.defaults import DEFAULT_TRAIN_STEPS
-from pipelines.metadata import png_md
+from astroclip_core.storage import StorageLayout
+from astroclip_core.training.config import TrainConfig
+from astroclip_core.training.steps import embed_partition, model_name, train_release
+from pipelines.metadata import materialize
 from pipelines.partitions import (
     from_release,
     release_and_pixel,
@@ -15,23 +15,51 @@ from pipelines.partitions import (
 )
 from pipelines.resources import StorageResource
 
+# Read for its defaults only: every default below is the library's.
+_TRAIN = TrainConfig(out_dir="", files=())
+
 
 class TrainingConfig(dg.Config):
-    """What to train and for how long (see astroclip_core.model.config for the presets)."""
+    """What to train and for how long (see astroclip_core.model.config for the presets).
 
-    preset: str = Field(default="tiny", description="Model preset: tiny, base or paper.")
+    The defaults are :class:`~astroclip_core.training.config.TrainConfig`'s.
+    """
+
+    preset: str = Field(default=str(_TRAIN.model), description="Model preset: tiny, base or paper.")
     run: str = Field(default="v1", description="Run name; the model is '<preset>-<run>'.")
-    steps: int = Field(default=DEFAULT_TRAIN_STEPS, description="Optimiser steps.")
-    batch_size: int = Field(default=64, description="Pairs per step (per rank).")
-    lr: float = Field(default=5e-4, description="Peak learning rate (AdamW, warmup + cosine).")
-    device: str = Field(default="auto", description="cpu, cuda or auto.")
-    precision: str = Field(default="fp32", description="fp32, or bf16 autocast on GPU.")
-    seed: int = Field(default=0, description="Seed (a CPU run is reproducible).")
+    steps: int = Field(default=_TRAIN.steps, description="Optimiser steps.")
+    batch_size: int = Field(default=_TRAIN.batch_size, description="Pairs per step (per rank).")
+    lr: float = Field(default=_TRAIN.lr, description="Peak learning rate (AdamW, warmup + cosine).")
+    device: str = Field(default=_TRAIN.device, description="cpu, cuda or auto.")
+    precision: str = Field(default=_TRAIN.precision, description="fp32, or bf16 autocast on GPU.")
+    seed: int = Field(default=_TRAIN.seed, description="Seed (a CPU run is reproducible).")
+    checkpoint_every: int = Field(
+        default=_TRAIN.checkpoint_every,
+        description="Steps between checkpoints (what a killed run resumes from).",
+    )
     fresh: bool = Field(
         default=False,
-        description="Delete a previous run of the same name first "
-        "(otherwise an interrupted run resumes from its checkpoint).",
+        description="Restart this config's training from step 0 (otherwise an interrupted run "
+        "of the same config resumes from its last checkpoint). The published model is replaced "
+        "only when the new run finishes.",
     )
+
+    @property
+    def model_name(self) -> str:
+        """The model's folder name, ``<preset>-<run>``."""
+        return model_name(self.preset, self.run)
+
+    def train_config(self, layout: StorageLayout, release: str) -> TrainConfig:
+        """The library's TrainConfig of this run on ``release``'s pairs.
+
+        Every field but ``preset``, ``run`` and ``fresh`` is a TrainConfig field of that name.
+        """
+        return TrainConfig(
+            out_dir=layout.model_dir(release, self.model_name),
+            model=self.preset,
+            pairs_dir=layout.pairs_dir(release),
+            **self.model_dump(exclude={"preset", "run", "fresh"}),
+        )
 
 
 @dg.asset(
@@ -45,35 +73,13 @@ class TrainingConfig(dg.Config):
 def contrastive_model(
     context: dg.AssetExecutionContext, config: TrainingConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
-    result, ref = train_release(
-        storage.layout(),
-        context.partition_key,
-        config.preset,
-        config.run,
-        config.fresh,
-        steps=config.steps,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        device=config.device,
-        precision=config.precision,
-        seed=config.seed,
+    layout, release = storage.layout(), context.partition_key
+    result = train_release(
+        layout, release, config.model_name, config.train_config(layout, release), config.fresh
     )
-    context.log.info(f"trained {ref.name}: {result.steps} steps, {result.pairs_per_s:.0f} pairs/s")
-    return dg.MaterializeResult(
-        metadata={
-            "model": ref.name,
-            "checkpoint": dg.MetadataValue.path(ref.model_path),
-            "loss_curve": png_md(fsio.read_bytes(result.paths["loss_curve"]), "loss curve"),
-            "final_loss": result.final_loss,
-            "steps": result.steps,
-            "pairs_per_s": result.pairs_per_s,
-            "device": result.device,
-            "params_image": result.n_params_image,
-            "params_spectrum": result.n_params_spectrum,
-            "params_heads": result.n_params_heads,
-            "params_total": result.n_params_total,
-        }
-    )
+    md = result.metadata
+    context.log.info(f"trained {md['model']}: {md['steps']} steps, {md['pairs_per_s']:.0f} pairs/s")
+    return materialize(result)
 
 
 @dg.asset(
@@ -82,12 +88,10 @@ def contrastive_model(
     group_name="training",
     kinds={"parquet"},
     description="Image and spectrum embeddings of every pair of the partition, with the "
-    "release's current model (embeddings/<release>/<model>/healpix=<pix>/part-0.parquet).",
+    "release's current model (StorageLayout.embeddings_file under embeddings/<release>/<model>/).",
 )
 def embeddings(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     release, pixel = release_and_pixel(context)
-    url, rows, size = embed_partition(storage.layout(), release, pixel)
-    context.log.info(f"wrote {rows} embeddings to {url}")
-    return dg.MaterializeResult(
-        metadata={"path": dg.MetadataValue.path(url), "rows": rows, "size_bytes": size}
-    )
+    result = embed_partition(storage.layout(), release, pixel)
+    context.log.info(f"wrote {result.rows} embeddings to {result.path}")
+    return materialize(result)

@@ -1,7 +1,7 @@
 """Tiny synthetic pairs tables for tests: random but finite values in PAIRS_SCHEMA.
 
-``write_pairs(root, release, rows_per_pixel)`` writes ``pairs/<release>/healpix=<pix>/part-0.parquet``
-under a local folder or fsspec URL (through StorageLayout and atomic_write_parquet) and returns
+``write_pairs(root, release, rows_per_pixel)`` writes ``StorageLayout.pairs_file`` of each pixel
+under a local folder or fsspec URL (through atomic_write_parquet) and returns
 the concatenated table, so tests can compare what they publish against what went in.
 """
 

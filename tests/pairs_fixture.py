@@ -26,6 +26,7 @@ from astroclip_core.model.config import (
     ModelConfig,
     SpectrumEncoderConfig,
 )
+from astroclip_core.storage import partition_file
 from astroclip_core.tables.schemas import IMAGE_SIZE_PIX, PAIRS_SCHEMA, encode_blob
 from astroclip_core.tables.splits import split_of
 
@@ -66,7 +67,7 @@ def _spectra(
     return flux.astype(np.float32), ivar.astype(np.float32), mask
 
 
-def make_pairs_table(n: int, seed: int = 0, healpix: int = 1000) -> pa.Table:
+def make_pairs_table(n: int, seed: int = 0, pixel: int = 1000) -> pa.Table:
     """A PAIRS_SCHEMA table of ``n`` synthetic galaxies (targetids seed-dependent, unique)."""
     rng = np.random.default_rng(seed)
     targetid = (np.int64(seed) << np.int64(32)) + np.arange(n, dtype=np.int64) + 39627000000000
@@ -80,7 +81,7 @@ def make_pairs_table(n: int, seed: int = 0, healpix: int = 1000) -> pa.Table:
     phot = image.sum(axis=(2, 3)).astype(np.float32)  # (N, 3) nanomaggies
     columns = {
         "targetid": pa.array(targetid),
-        "healpix": pa.array(np.full(n, healpix, dtype=np.int32)),
+        "healpix": pa.array(np.full(n, pixel, dtype=np.int32)),
         "ra": pa.array(ra),
         "dec": pa.array(dec),
         "target_ra": pa.array(ra),
@@ -112,10 +113,10 @@ def write_pairs_dir(
 ) -> list[str]:
     """Write ``pairs/<release>``-style hive folders under ``root``; return the file paths."""
     paths = []
-    for i, pix in enumerate(pixels):
-        path = root / f"healpix={pix}" / "part-0.parquet"
+    for i, pixel in enumerate(pixels):
+        path = Path(partition_file(str(root), pixel))
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(make_pairs_table(n_per_pixel, seed=seed + i, healpix=pix), path)
+        pq.write_table(make_pairs_table(n_per_pixel, seed=seed + i, pixel=pixel), path)
         paths.append(str(path))
     return paths
 

@@ -11,7 +11,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from astroclip_core.evaluation.gallery import pairs_lookup, rgb_asinh
 from astroclip_core.evaluation.report import (
     QUERY_TYPES,
     EvaluationReport,
@@ -24,6 +23,9 @@ from astroclip_core.evaluation.synthetic import (
     synthetic_photometry,
     synthetic_truth,
 )
+from astroclip_core.plots import rgb_image
+from astroclip_core.storage import partition_file
+from astroclip_core.tables.pairs import pairs_lookup
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REQUIRED_RETRIEVAL = ("recall_at_1", "recall_at_5", "recall_at_10", "median_rank", "n")
@@ -127,9 +129,9 @@ def test_write_report_json_and_figures(
     ids = {e.query_targetid for e in informative_report.examples}
     ids |= {t for e in informative_report.examples for t in e.neighbour_targetid}
     subset = informative.filter(pc.is_in(informative.column("targetid"), pa.array(sorted(ids))))
-    pairs_dir = tmp_path / "pairs" / "healpix=1234"
-    pairs_dir.mkdir(parents=True)
-    pq.write_table(synthetic_pairs_pixels(subset), pairs_dir / "part-0.parquet")
+    pairs_file = Path(partition_file(str(tmp_path / "pairs"), 1234))
+    pairs_file.parent.mkdir(parents=True)
+    pq.write_table(synthetic_pairs_pixels(subset), pairs_file)
 
     written = write_report(
         informative_report, str(tmp_path / "report"), pairs=str(tmp_path / "pairs")
@@ -165,7 +167,7 @@ def test_pairs_lookup_raises_on_unknown_targetid(informative: pa.Table) -> None:
     first = informative.column("targetid")[0].as_py()
     view = lookup([first])[first]
     assert view.image.shape == (3, 152, 152) and view.mask.dtype == bool
-    rgb = rgb_asinh(view.image)
+    rgb = rgb_image(view.image)
     assert rgb.shape == (152, 152, 3) and rgb.min() >= 0 and rgb.max() <= 1 and rgb.max() > 0.5
     with pytest.raises(KeyError, match="12345"):
         lookup([12345])

@@ -16,9 +16,9 @@ from astroclip_core.model.config import ModelConfig, ScanViewConfig, SpectrumEnc
 from astroclip_core.model.linescan import LINE_GROUPS, N_CHANNELS, line_scan_matrix, trial_ln1pz
 from astroclip_core.model.loss import info_nce
 from astroclip_core.model.spectrum import SpectrumEncoder, wavelength_angstrom
+from astroclip_core.tables.pairs import decode_pairs
 from astroclip_core.training.augment import AugmentConfig, batch_generator, train_inputs
 from astroclip_core.training.config import TrainConfig
-from astroclip_core.training.data import decode_pairs
 from astroclip_core.training.train import main
 
 WAVE = 3600.0 + 0.8 * np.arange(7781)

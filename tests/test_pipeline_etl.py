@@ -136,7 +136,7 @@ def test_pairs_readable_by_polars_duckdb_pyarrow(etl):
     ).fetchall()[0]
     assert n == arrow.num_rows and width == 3 * 152 * 152 * 4
     assert (
-        pq.read_schema(f"{folder}/healpix=1703/part-0.parquet").field("flux").type
+        pq.read_schema(etl["layout"].pairs_file("edr", 1703)).field("flux").type
         == PAIRS_SCHEMA.field("flux").type
     )
 

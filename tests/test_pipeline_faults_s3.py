@@ -16,6 +16,7 @@ import fitsio
 import pytest
 import s3fs
 
+from astroclip_core.ingest.stage import read_failures
 from astroclip_core.sources.faults import FaultConfig, FaultServer, proxy_backend
 from astroclip_core.sources.layout import (
     SAMPLESKY_CUTOUT_PATH,
@@ -115,8 +116,6 @@ def test_etl_on_s3_storage_equals_local_run(clean_run, moto_s3):
 
 
 def test_a_file_that_stays_corrupt_is_recorded_and_the_partition_goes_on(clean_run):
-    import pyarrow.parquet as pq
-
     base, sky, clean = clean_run
     coadd = sorted((sky / "public").rglob("coadd-*.fits"))[0]
     bad_path = "/" + coadd.relative_to(sky).as_posix()
@@ -124,7 +123,7 @@ def test_a_file_that_stays_corrupt_is_recorded_and_the_partition_goes_on(clean_r
     storage, faulty = _etl_through(base, sky, "corrupt", config)
     assert faulty.requests_for(bad_path) == 2  # fetched again once, then given up
     layout = StorageLayout(storage)
-    failures = pq.read_table(layout.failures_file("edr", 1703, "spectra"))
+    failures = read_failures(layout, "spectra", "edr", 1703)
     assert failures.column("kind").to_pylist() == ["coadd"]
     assert "coadd" in failures.column("url")[0].as_py()
     got = read_pairs_folder(layout.pairs_dir("edr"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import datasets
@@ -18,14 +19,17 @@ from astroclip_core.formats import FormatError
 from astroclip_core.formats.desi import WAVELENGTH
 from astroclip_core.fsio import atomic_write_parquet
 from astroclip_core.publish import dataset as publish_dataset
-from astroclip_core.publish.dataset import build_hf_dataset, list_pairs_files
+from astroclip_core.publish.dataset import build_hf_dataset
 from astroclip_core.publish.features import hf_features
 from astroclip_core.publish.info import HfDatasetInfo, shard_name
+from astroclip_core.releases import Release
 from astroclip_core.storage import StorageLayout
+from astroclip_core.tables.pairs import list_pairs_files
 from astroclip_core.tables.schemas import decode_blob
 from astroclip_core.tables.splits import split_of
 
 RELEASE = "edr"
+EDR = Release(RELEASE, "fuji")
 ROWS = {100: 8, 101: 7, 2000: 9}  # 24 pairs over three nside-16 pixels
 ROWS_PER_SHARD = 5
 
@@ -36,7 +40,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[pa.Table, HfDataset
     pairs = write_pairs(root, RELEASE, ROWS)
     layout = StorageLayout(root)
     info = build_hf_dataset(
-        layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), RELEASE, rows_per_shard=ROWS_PER_SHARD
+        layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), EDR, rows_per_shard=ROWS_PER_SHARD
     )
     return pairs, info
 
@@ -157,8 +161,8 @@ def test_rebuild_replaces_and_never_duplicates(tmp_path) -> None:
     layout = StorageLayout(root)
     write_pairs(root, RELEASE, {7: 12})
     out = layout.hf_dir(RELEASE)
-    first = build_hf_dataset(layout.pairs_dir(RELEASE), out, RELEASE, rows_per_shard=2)
-    second = build_hf_dataset(layout.pairs_dir(RELEASE), out, RELEASE, rows_per_shard=50)
+    first = build_hf_dataset(layout.pairs_dir(RELEASE), out, EDR, rows_per_shard=2)
+    second = build_hf_dataset(layout.pairs_dir(RELEASE), out, EDR, rows_per_shard=50)
     assert first.split("train").num_shards > 1
     on_disk = sorted(p.name for p in (tmp_path / "hf" / RELEASE / "data").iterdir())
     assert on_disk == sorted(f.removeprefix("data/") for f in second.files[:-1])
@@ -170,8 +174,8 @@ def test_builds_between_fsspec_urls(monkeypatch: pytest.MonkeyPatch, tmp_path) -
     write_pairs(root, RELEASE, {5: 6, 9: 5})
     layout = StorageLayout(root)
     out = layout.hf_dir(RELEASE)
-    build_hf_dataset(layout.pairs_dir(RELEASE), out, RELEASE, rows_per_shard=2)
-    info = build_hf_dataset(layout.pairs_dir(RELEASE), out, RELEASE, rows_per_shard=4)
+    build_hf_dataset(layout.pairs_dir(RELEASE), out, EDR, rows_per_shard=2)
+    info = build_hf_dataset(layout.pairs_dir(RELEASE), out, EDR, rows_per_shard=4)
     fs = fsspec.filesystem("memory")
     listed = sorted(p.rsplit("/", 1)[-1] for p in fs.glob("/publish-test/hf/edr/data/*.parquet"))
     assert listed == sorted(f.removeprefix("data/") for f in info.files[:-1])
@@ -184,25 +188,23 @@ def test_bad_inputs_raise_clear_errors(tmp_path) -> None:
     root = str(tmp_path)
     layout = StorageLayout(root)
     with pytest.raises(FileNotFoundError, match="no pairs files"):
-        build_hf_dataset(layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), RELEASE)
+        build_hf_dataset(layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), EDR)
     bad = make_pairs(3, 4).drop_columns(["flux"])
     atomic_write_parquet(layout.pairs_file(RELEASE, 4), bad)
     with pytest.raises(
-        FormatError, match=r"healpix=4/part-0.parquet: pairs file lacks column 'flux'"
+        FormatError, match=re.escape(f"{layout.pairs_file(RELEASE, 4)}: pairs file lacks column")
     ):
-        build_hf_dataset(layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), RELEASE)
+        build_hf_dataset(layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), EDR)
     atomic_write_parquet(layout.pairs_file(RELEASE, 4), make_pairs(3, 4))
     atomic_write_parquet(layout.pairs_file(RELEASE, 8), make_pairs(3, 8))  # same TARGETIDs
     with pytest.raises(ValueError, match="appears more than once"):
-        build_hf_dataset(layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), RELEASE)
+        build_hf_dataset(layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), EDR)
     atomic_write_parquet(layout.pairs_file(RELEASE, 8), make_pairs(3, 9, first_targetid=1))
-    with pytest.raises(FormatError, match="healpix=9 in the folder of pixel 8"):
-        build_hf_dataset(layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), RELEASE)
-    with pytest.raises(ValueError, match="unknown release"):
-        build_hf_dataset(layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), "dr99")
+    with pytest.raises(FormatError, match="healpix column 9 in the folder of pixel 8"):
+        build_hf_dataset(layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), EDR)
     with pytest.raises(ValueError, match="rows_per_shard"):
         build_hf_dataset(
-            layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), RELEASE, rows_per_shard=0
+            layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), EDR, rows_per_shard=0
         )
     assert not (tmp_path / "hf").exists() or not any((tmp_path / "hf").iterdir())
     assert [p for p, _ in list_pairs_files(layout.pairs_dir(RELEASE))] == [4, 8]
@@ -212,10 +214,10 @@ def test_small_read_batches_give_the_same_shards(tmp_path, monkeypatch: pytest.M
     root = str(tmp_path)
     layout = StorageLayout(root)
     write_pairs(root, RELEASE, {11: 7, 12: 6})
-    whole = build_hf_dataset(layout.pairs_dir(RELEASE), f"{root}/whole", RELEASE, rows_per_shard=4)
+    whole = build_hf_dataset(layout.pairs_dir(RELEASE), f"{root}/whole", EDR, rows_per_shard=4)
     monkeypatch.setattr(publish_dataset, "READ_BATCH_ROWS", 3)
     batched = build_hf_dataset(
-        layout.pairs_dir(RELEASE), f"{root}/batched", RELEASE, rows_per_shard=4
+        layout.pairs_dir(RELEASE), f"{root}/batched", EDR, rows_per_shard=4
     )
     assert batched.files == whole.files
     for name in whole.files[:-1]:
@@ -230,7 +232,7 @@ def test_a_column_of_the_wrong_type_is_named(tmp_path) -> None:
     )
     atomic_write_parquet(layout.pairs_file(RELEASE, 4), table)
     with pytest.raises(FormatError, match="column 'z' has type float, expected double"):
-        build_hf_dataset(layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), RELEASE)
+        build_hf_dataset(layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), EDR)
 
 
 def test_an_empty_split_is_left_out_and_the_rest_loads(
@@ -241,7 +243,7 @@ def test_an_empty_split_is_left_out_and_the_rest_loads(
     pairs = make_pairs(12, 21)
     train_only = pairs.filter(pa.array(split_of(pairs.column("targetid").to_numpy()) == "train"))
     atomic_write_parquet(layout.pairs_file(RELEASE, 21), train_only)
-    info = build_hf_dataset(layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), RELEASE)
+    info = build_hf_dataset(layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), EDR)
     assert info.split("test").num_examples == 0 and info.split("test").num_shards == 0
     assert not any(f.startswith("data/test-") for f in info.files)
     assert [c["split"] for c in _card_yaml(info.out_dir)["configs"][0]["data_files"]] == ["train"]

@@ -15,10 +15,18 @@ from pairs_factory import write_pairs
 
 from astroclip_core.publish import hub
 from astroclip_core.publish.dataset import build_hf_dataset
-from astroclip_core.publish.hub import HubSettings, PushResult, hub_settings_from_env, push_to_hub
+from astroclip_core.publish.hub import (
+    HubPushError,
+    HubSettings,
+    PushResult,
+    hub_settings_from_env,
+    push_to_hub,
+)
+from astroclip_core.releases import Release
 from astroclip_core.storage import StorageLayout
 
 RELEASE = "edr"
+EDR = Release(RELEASE, "fuji")
 REPO_ID = "astroclip-test/pairs-edr"
 
 
@@ -42,7 +50,7 @@ def _build(root: str, rows_per_shard: int, write: bool = True) -> str:
     if write:
         write_pairs(root, RELEASE, {3: 5, 6: 4})
     out = layout.hf_dir(RELEASE)
-    build_hf_dataset(layout.pairs_dir(RELEASE), out, RELEASE, rows_per_shard=rows_per_shard)
+    build_hf_dataset(layout.pairs_dir(RELEASE), out, EDR, rows_per_shard=rows_per_shard)
     return out
 
 
@@ -141,6 +149,24 @@ def test_push_of_a_folder_that_is_not_a_dataset_fails(tmp_path, token: str, onli
 def test_fake_hub_rejects_a_wrong_token(tmp_path, token: str, online: None) -> None:
     out = _build(str(tmp_path), rows_per_shard=50)
     with FakeHub(token) as fake:
-        with pytest.raises(huggingface_hub.errors.HfHubHTTPError):
+        with pytest.raises(HubPushError) as failed:
             push_to_hub(out, repo_id=REPO_ID, token="hf_wrong", endpoint=fake.endpoint)
         assert REPO_ID not in fake.repos
+    # One message naming the repo, the Hub and the endpoint, never the token.
+    message = str(failed.value)
+    assert REPO_ID in message and fake.endpoint in message and "Hugging Face Hub" in message
+    assert "HfHubHTTPError" in message and "hf_wrong" not in message
+
+
+def test_unreachable_hub_names_the_endpoint(tmp_path, online: None) -> None:
+    import socket
+
+    out = _build(str(tmp_path), rows_per_shard=50)
+    with socket.socket() as sock:  # a port nothing listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with pytest.raises(HubPushError) as failed:
+            push_to_hub(out, repo_id=REPO_ID, token="hf_secret_value", endpoint=endpoint)
+    message = str(failed.value)
+    assert f"Hugging Face Hub at {endpoint}" in message and REPO_ID in message, message
+    assert "hf_secret_value" not in message

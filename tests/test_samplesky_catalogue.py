@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,15 @@ import pytest
 
 from astroclip_core.formats.desi import GalaxySelection, read_coadd, read_zcatalog
 from astroclip_core.formats.legacysurvey import read_sweep
-from astroclip_core.releases import KNOWN_RELEASES
+from astroclip_core.releases import KNOWN_RELEASES, Release, discover_releases
 from astroclip_core.samplesky.config import preset
-from astroclip_core.samplesky.generate import desi_root, generate, legacysurvey_root, truth_path
+from astroclip_core.samplesky.generate import (
+    MANIFEST_NAME,
+    desi_root,
+    generate,
+    legacysurvey_root,
+    truth_path,
+)
 from astroclip_core.sky.healpix import pixels_of
 from astroclip_core.sources import layout
 
@@ -54,6 +61,28 @@ def test_generation_is_deterministic_and_releases_do_not_touch_each_other(tmp_pa
     after = _hashes(tmp_path / "a")
     assert {k: v for k, v in after.items() if k in first} == first
     assert any(k.startswith("public/dr1/") for k in after)
+
+
+def test_a_third_release_leaves_the_first_two_byte_identical(tmp_path: Path) -> None:
+    cfg = preset("tiny", galaxies_per_pixel=15)
+    assert [fp.name for fp in cfg.releases][-1] == "dr2"
+    two = replace(cfg, releases=cfg.releases[:-1])
+    generate(tmp_path / "two", two, ["edr", "dr1"])
+    generate(tmp_path / "three", cfg, ["edr", "dr1"])
+    old = _hashes(tmp_path / "two")
+    before = _hashes(tmp_path / "three")
+    old.pop(MANIFEST_NAME), before.pop(MANIFEST_NAME)  # the config itself names dr2
+    assert before == old  # describing dr2 changed no byte of edr, dr1 or the imaging sky
+    generate(tmp_path / "three", cfg, ["dr2"])
+    after = _hashes(tmp_path / "three")
+    assert {k: after[k] for k in before} == before
+    loa = [k for k in after if k.startswith("public/dr2/spectro/redux/loa/")]
+    assert any(k.endswith("zall-pix-loa.fits") for k in loa) and len(loa) > 3
+    assert discover_releases(str(desi_root(tmp_path / "three"))) == [
+        Release("dr1", "iron"),
+        Release("dr2", "loa"),
+        Release("edr", "fuji"),
+    ]
 
 
 def test_other_seed_gives_other_sky(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from astroclip_core.cli import build_parser, main
+from astroclip_core.storage import REPO_ROOT
 
 
 def test_sample_sky_generate_and_preview(
@@ -25,9 +26,29 @@ def test_sample_sky_generate_and_preview(
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_parser_rejects_unknown_release() -> None:
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["sample-sky", "generate", "--release", "dr9"])
+def test_unknown_release_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "sky"
+    with pytest.raises(SystemExit) as exit_:
+        main(["sample-sky", "generate", "--root", str(root), "--size", "tiny", "--release", "dr9"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'dr9'" in err and "edr, dr1, dr2" in err, err
+    assert not root.exists()  # refused before any work
+
+
+def test_sample_sky_defaults_to_the_data_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from astroclip_core.samplesky.config import default_root
+
+    monkeypatch.setenv("ASTROCLIP_STORAGE", str(tmp_path / "data"))
+    assert default_root() == tmp_path / "data" / "samplesky"
+    args = build_parser().parse_args(["sample-sky", "serve"])
+    assert args.root is None  # resolved when the command runs, from the data root then
+    monkeypatch.setenv("ASTROCLIP_STORAGE", "s3://bucket/prefix")  # served from disk: stays local
+    assert default_root() == REPO_ROOT / "storage" / "samplesky"
 
 
 def test_service_publishes_only_missing_releases(tmp_path: Path) -> None:
@@ -35,6 +56,9 @@ def test_service_publishes_only_missing_releases(tmp_path: Path) -> None:
 
     first = ensure_published(tmp_path, ["edr"], seed=3, size="tiny")
     assert first is not None and is_published(tmp_path, "edr") and not is_published(tmp_path, "dr1")
+    assert (tmp_path / ".generate.lock").exists()  # the lock lives with the sky it guards
+    with pytest.raises(ValueError, match="no release 'nosuch'"):
+        ensure_published(tmp_path, ["nosuch"], seed=3, size="tiny")
     assert ensure_published(tmp_path, ["edr"], seed=3, size="tiny") is None
     with pytest.raises(ValueError, match="another config"):
         ensure_published(tmp_path, ["edr"], seed=4, size="tiny")

@@ -13,12 +13,9 @@ import pytest
 
 from astroclip_core import search
 from astroclip_core.evaluation.synthetic import synthetic_embeddings, synthetic_pairs_pixels
-from astroclip_core.search import (
-    EmbeddingIndex,
-    add_search_arguments,
-    embedding_matrix,
-    search_command,
-)
+from astroclip_core.search import EmbeddingIndex, add_search_arguments, search_command
+from astroclip_core.storage import partition_file
+from astroclip_core.tables.embeddings import embedding_matrix
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +103,10 @@ def _write_hive(table: pa.Table, root: str) -> None:
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(root)
-    for pix, part in ((1, table.slice(0, 120)), (2, table.slice(120))):
-        fs.makedirs(f"{path}/healpix={pix}", exist_ok=True)
-        with fs.open(f"{path}/healpix={pix}/part-0.parquet", "wb") as fh:
+    for pixel, part in ((1, table.slice(0, 120)), (2, table.slice(120))):
+        file = partition_file(path, pixel)
+        fs.makedirs(file.rsplit("/", 1)[0], exist_ok=True)
+        with fs.open(file, "wb") as fh:
             pq.write_table(part, fh)
 
 
@@ -139,10 +137,10 @@ def test_search_command_prints_table_and_writes_png(
     tid = table.column("targetid")[10].as_py()
     expected = EmbeddingIndex(table).query_targetid(tid, k=3).column("targetid").to_pylist()
     wanted = pa.array([tid, *expected])
-    pairs_dir = tmp_path / "pairs" / "healpix=1"
-    pairs_dir.mkdir(parents=True)
+    pairs_file = Path(partition_file(str(tmp_path / "pairs"), 1))
+    pairs_file.parent.mkdir(parents=True)
     subset = table.filter(pc.is_in(table.column("targetid"), wanted))
-    pq.write_table(synthetic_pairs_pixels(subset), pairs_dir / "part-0.parquet")
+    pq.write_table(synthetic_pairs_pixels(subset), pairs_file)
     png = tmp_path / "out" / "neighbours.png"
 
     code = search_command(

@@ -14,9 +14,9 @@ from astroclip_core.releases import KNOWN_RELEASES
 from astroclip_core.sources import layout
 from astroclip_core.sources.desi import (
     COADD_VALIDATOR,
-    CoaddPixel,
+    CoaddFile,
     DesiSource,
-    coadd_pixels_for,
+    coadd_files_for,
 )
 from astroclip_core.sources.faults import FaultConfig, FaultServer, static_backend
 from astroclip_core.sources.fetch import fits_validator
@@ -35,7 +35,7 @@ def test_urls_and_cache_paths_follow_layout(tmp_path: Path) -> None:
     assert source.zcatalog_url() == (
         "https://data.desi.lbl.gov/public/edr/spectro/redux/fuji/zcatalog/zall-pix-fuji.fits"
     )
-    assert source.coadd_url(CoaddPixel("sv3", "dark", 26065)).endswith(
+    assert source.coadd_url(CoaddFile("sv3", "dark", 26065)).endswith(
         "edr/spectro/redux/fuji/healpix/sv3/dark/260/26065/coadd-sv3-dark-26065.fits"
     )
     dr1 = DesiSource(KNOWN_RELEASES["dr1"], "s3://desidata/")
@@ -45,18 +45,18 @@ def test_urls_and_cache_paths_follow_layout(tmp_path: Path) -> None:
 
 
 def test_coadd_pixels_are_the_distinct_files_of_the_targets() -> None:
-    pixels = coadd_pixels_for(
+    coadds = coadd_files_for(
         np.array(["sv3", "sv3", "main", "sv3"]),
         np.array(["dark", "dark", "bright", "bright"]),
         np.array([26065, 26065, 7, 26065]),
     )
-    assert pixels == [
-        CoaddPixel("main", "bright", 7),
-        CoaddPixel("sv3", "bright", 26065),
-        CoaddPixel("sv3", "dark", 26065),
+    assert coadds == [
+        CoaddFile("main", "bright", 7),
+        CoaddFile("sv3", "bright", 26065),
+        CoaddFile("sv3", "dark", 26065),
     ]
     with pytest.raises(ValueError, match="one value per target"):
-        coadd_pixels_for(["sv3"], ["dark"], np.array([1, 2]))
+        coadd_files_for(["sv3"], ["dark"], np.array([1, 2]))
 
 
 def test_coadd_validator_accepts_a_real_coadd_and_rejects_damage() -> None:

@@ -11,7 +11,7 @@ from test_sources_support import check_small_fits, cutout_backend, write_tree
 
 from astroclip_core.releases import KNOWN_RELEASES
 from astroclip_core.sources import layout
-from astroclip_core.sources.desi import CoaddPixel, DesiSource, coadd_failures
+from astroclip_core.sources.desi import CoaddFile, DesiSource, coadd_failures
 from astroclip_core.sources.faults import (
     FAULT_KINDS,
     Backend,
@@ -26,7 +26,7 @@ from astroclip_core.sources.legacysurvey import LegacySurveySource, SweepBox
 from astroclip_core.storage import StorageLayout
 
 EDR = KNOWN_RELEASES["edr"]
-PIXELS = [CoaddPixel("sv3", "dark", p) for p in (7, 99, 100, 263, 9999, 26065)]
+COADDS = [CoaddFile("sv3", "dark", p) for p in (7, 99, 100, 263, 9999, 26065)]
 SWEEPS = [SweepBox("south", 0, 0), SweepBox("south", 350, -5), SweepBox("north", 150, 30)]
 RA = np.array([0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5, 9.5])
 DEC = np.array([-1.0, 0.0, 1.0, 2.0, -70.0, 3.0, 4.0, -2.0, 0.5, 1.25])
@@ -44,8 +44,8 @@ FAULTS = FaultConfig(seed=14, fraction=0.35, retry_after_s=1.0, stall_s=1.0, max
 def remote(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("remote")
     desi = [
-        layout.SAMPLESKY_DESI_PREFIX + layout.coadd_path(EDR, p.survey, p.program, p.hpix)
-        for p in PIXELS
+        layout.SAMPLESKY_DESI_PREFIX + layout.coadd_path(EDR, p.survey, p.program, p.coadd_pixel)
+        for p in COADDS
     ]
     sweeps = [layout.SAMPLESKY_LEGACYSURVEY_PREFIX + b.relpath for b in SWEEPS]
     write_tree(root, desi + sweeps)
@@ -72,7 +72,7 @@ def _fetch_everything(base_url: str, cache: StorageLayout) -> tuple[list, list, 
         size_pix=SIZE_PIX,
     )
     clock = RetryClock(random.Random(0))
-    coadds = desi.fetch_coadds(PIXELS, cache, check_small_fits, POLICY, concurrency=3, clock=clock)
+    coadds = desi.fetch_coadds(COADDS, cache, check_small_fits, POLICY, concurrency=3, clock=clock)
     sweeps = legacy.fetch_sweeps(SWEEPS, cache, check_small_fits, POLICY, clock=clock)
     cutouts = legacy.fetch_cutouts(RA, DEC, cache, concurrency=3, policy=POLICY, clock=clock)
     return coadds, sweeps, cutouts
@@ -91,9 +91,9 @@ def test_faulty_server_gives_identical_results_after_retries(remote: Path, tmp_p
             served = dict(faulty.faults)
     assert set(served) == set(FAULT_KINDS), f"seed should exercise every fault, got {served}"
     assert all(r.ok for r in clean_coadds + clean_sweeps) and clean_cutouts.ok.all()
-    assert coadd_failures(PIXELS, coadds) == []
+    assert coadd_failures(COADDS, coadds) == []
     assert all(r.ok for r in sweeps) and cutouts.n_failed == 0
-    assert sum(r.attempts for r in coadds + sweeps) > len(PIXELS) + len(SWEEPS)
+    assert sum(r.attempts for r in coadds + sweeps) > len(COADDS) + len(SWEEPS)
     for clean_r, faulty_r in zip(clean_coadds + clean_sweeps, coadds + sweeps, strict=True):
         assert Path(faulty_r.dest_url).read_bytes() == Path(clean_r.dest_url).read_bytes()
     np.testing.assert_array_equal(cutouts.images, clean_cutouts.images)

@@ -46,6 +46,39 @@ def test_cache_hit_does_not_refetch(tmp_path: Path) -> None:
     assert Path(dest).read_bytes() == written[RELPATHS[0]]
 
 
+def test_damaged_cached_file_is_deleted_and_fetched_again(tmp_path: Path) -> None:
+    written = write_tree(tmp_path / "remote", RELPATHS[:1])
+    dest = tmp_path / "cache" / "a.fits"
+    good = written[RELPATHS[0]]
+    with FaultServer(static_backend(tmp_path / "remote"), CLEAN) as server:
+        url = server.url + RELPATHS[0]
+        assert fetch_file(url, str(dest), check_small_fits, POLICY).ok
+        dest.write_bytes(good[: len(good) // 2])  # damaged after it was cached
+        healed = fetch_file(url, str(dest), check_small_fits, POLICY, keep_data=True)
+        again = fetch_file(url, str(dest), check_small_fits, POLICY)
+        assert server.requests_for("/" + RELPATHS[0]) == 2
+    assert healed.ok and not healed.from_cache and healed.attempts == 1 and healed.data == good
+    assert dest.read_bytes() == good
+    assert again.ok and again.from_cache
+    # without a validator the cached file is trusted as it is
+    dest.write_bytes(b"not checked")
+    assert fetch_file("http://127.0.0.1:9/unreachable", str(dest), None, POLICY).from_cache
+
+
+def test_cached_file_still_bad_after_a_fresh_download_is_a_failure(tmp_path: Path) -> None:
+    write_tree(tmp_path / "remote", RELPATHS[:1])
+    dest = tmp_path / "cache" / "a.fits"
+    dest.parent.mkdir()
+    dest.write_bytes(b"SIMPLE  = truncated")
+    config = FaultConfig(fraction=0.0, always_corrupt=frozenset({"/" + RELPATHS[0]}))
+    with FaultServer(static_backend(tmp_path / "remote"), config) as server:
+        result = fetch_file(server.url + RELPATHS[0], str(dest), check_small_fits, POLICY)
+        assert server.requests_for("/" + RELPATHS[0]) == 2  # the download and its one refetch
+    assert not result.ok and not result.from_cache
+    assert "corrupt after 2 downloads" in result.reason
+    assert not dest.exists()
+
+
 def test_always_corrupt_file_fails_after_exactly_one_refetch(tmp_path: Path) -> None:
     write_tree(tmp_path / "remote", RELPATHS[:1])
     cache = tmp_path / "cache"

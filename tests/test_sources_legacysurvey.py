@@ -140,15 +140,21 @@ def test_fetch_cutouts_rejects_mismatched_positions(tmp_path: Path) -> None:
         )
 
 
-def test_unreadable_cache_file_is_a_recorded_failure(tmp_path: Path) -> None:
+def test_damaged_cached_cutout_is_fetched_again_not_failed(tmp_path: Path) -> None:
+    ra, dec = np.array([10.0, 20.0]), np.array([0.0, 1.0])
     cache = StorageLayout(str(tmp_path))
-    source = LegacySurveySource(size_pix=SIZE_PIX)
-    cached = Path(cache.cutout_cache("dr9", "ls-dr9", source.cutout_key(10.0, 0.0)))
-    cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"SIMPLE  = garbage written by something else")
-    batch = source.fetch_cutouts(np.array([10.0]), np.array([0.0]), cache, policy=POLICY)
-    assert batch.n_failed == 1 and batch.from_cache[0]
-    assert "cached file unreadable" in batch.reasons[0]
+    with FaultServer(cutout_backend, CLEAN) as server:
+        source = _source(server)
+        first = source.fetch_cutouts(ra, dec, cache, concurrency=2, policy=POLICY)
+        cached = Path(cache.cutout_cache("dr9", "ls-dr9", source.cutout_key(ra[0], dec[0])))
+        good = cached.read_bytes()
+        cached.write_bytes(good[: len(good) // 2])  # truncated after it was cached
+        healed = source.fetch_cutouts(ra, dec, cache, concurrency=2, policy=POLICY)
+        assert server.request_count == 3
+    assert healed.ok.all() and healed.n_failed == 0 and healed.failures() == []
+    assert healed.from_cache.tolist() == [False, True]
+    np.testing.assert_array_equal(healed.images, first.images)
+    assert cached.read_bytes() == good
 
 
 def test_no_positions_give_an_empty_batch(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""list_releases over Apache-style listings, Python's http.server, and a local folder."""
+"""discover_releases over Apache-style listings, Python's http.server, and a local folder."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from astroclip_core.releases import Release
+from astroclip_core.releases import Release, choose_production, discover_releases
 from astroclip_core.sources.faults import FaultConfig, FaultServer, static_backend
 from astroclip_core.sources.http import FetchError
-from astroclip_core.sources.releases_index import list_releases, listing_subfolders
+from astroclip_core.sources.releases_index import listing_subfolders
 
-EXPECTED = [Release("dr1", "iron"), Release("edr", "fuji")]
+# dr2 has two productions and takes the one with a zcatalog; dr3 has none with one yet.
+EXPECTED = [Release("dr1", "iron"), Release("dr2", "loa"), Release("edr", "fuji")]
 
 # Trimmed from an Apache 2.4 autoindex page (the format data.desi.lbl.gov serves).
 APACHE_PAGE = """<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN">
@@ -33,9 +34,16 @@ APACHE_PAGE = """<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN">
 
 
 def _desi_tree(root: Path) -> Path:
-    """A public root with two releases and entries that are not releases."""
+    """A public root with three releases and entries that are not (yet) releases."""
     public = root / "public"
-    for rel in ("edr/spectro/redux/fuji/healpix", "dr1/spectro/redux/iron/zcatalog"):
+    for rel in (
+        "edr/spectro/redux/fuji/healpix",
+        "edr/spectro/redux/fuji/zcatalog",
+        "dr1/spectro/redux/iron/zcatalog/v1",
+        "dr2/spectro/redux/loa/zcatalog",
+        "dr2/spectro/redux/loa_early/healpix",
+        "dr3/spectro/redux/kibo/healpix",
+    ):
         (public / rel).mkdir(parents=True)
     (public / "papers" / "2023").mkdir(parents=True)
     (public / "Upper" / "spectro" / "redux" / "x").mkdir(parents=True)
@@ -49,12 +57,12 @@ def test_listing_parser_keeps_only_direct_subfolders() -> None:
     assert names == ["dr1", "edr", "papers"]
 
 
-def test_list_releases_over_apache_style_listing(tmp_path: Path) -> None:
+def test_discover_releases_over_apache_style_listing(tmp_path: Path) -> None:
     _desi_tree(tmp_path)
     with FaultServer(static_backend(tmp_path), FaultConfig(fraction=0.0)) as server:
-        releases = list_releases(server.url + "public")
-        # the root, then one listing per lower-case folder: edr, dr1, papers
-        assert server.request_count == 4
+        releases = discover_releases(server.url + "public")
+        # the root; spectro/redux/ of dr1, dr2, dr3, edr, papers; then the 5 production folders
+        assert server.request_count == 1 + 5 + 5
     assert releases == EXPECTED
 
 
@@ -78,16 +86,28 @@ def python_http_server(tmp_path: Path) -> Iterator[str]:
         thread.join()
 
 
-def test_list_releases_over_python_http_server(python_http_server: str) -> None:
-    assert list_releases(python_http_server + "public/") == EXPECTED
+def test_discover_releases_over_python_http_server(python_http_server: str) -> None:
+    assert discover_releases(python_http_server + "public/") == EXPECTED
 
 
-def test_list_releases_over_local_folder(tmp_path: Path) -> None:
+def test_discover_releases_over_local_folder(tmp_path: Path) -> None:
     public = _desi_tree(tmp_path)
-    assert list_releases(str(public)) == EXPECTED
+    assert discover_releases(str(public)) == EXPECTED
+
+
+def test_several_productions_with_a_zcatalog_raise_naming_them(tmp_path: Path) -> None:
+    public = _desi_tree(tmp_path)
+    (public / "dr2" / "spectro" / "redux" / "loa_early" / "zcatalog").mkdir()
+    with pytest.raises(ValueError, match=r"release 'dr2' has several productions .*loa, loa_early"):
+        discover_releases(str(public))
+
+
+def test_choose_production_takes_the_one_with_a_zcatalog() -> None:
+    assert choose_production("dr2", {"loa_early": False, "loa": True}) == "loa"
+    assert choose_production("dr3", {"kibo": False}) is None
 
 
 def test_missing_root_raises_naming_it(tmp_path: Path) -> None:
     server = FaultServer(static_backend(tmp_path), FaultConfig(fraction=0.0))
     with server, pytest.raises(FetchError, match="nowhere/"):
-        list_releases(server.url + "nowhere/")
+        discover_releases(server.url + "nowhere/")

@@ -10,16 +10,15 @@ import pytest
 from moto.server import ThreadedMotoServer
 from test_sources_support import check_small_fits, small_fits
 
-from astroclip_core.releases import KNOWN_RELEASES, Release
+from astroclip_core.releases import KNOWN_RELEASES, Release, discover_releases
 from astroclip_core.sources import layout
-from astroclip_core.sources.desi import CoaddPixel, DesiSource
+from astroclip_core.sources.desi import CoaddFile, DesiSource
 from astroclip_core.sources.http import RetryPolicy
-from astroclip_core.sources.releases_index import list_releases
 from astroclip_core.storage import StorageLayout
 
 BUCKET = "desidata"
 EDR = KNOWN_RELEASES["edr"]
-PIXELS = [CoaddPixel("sv3", "dark", 26065), CoaddPixel("sv3", "bright", 7)]
+COADDS = [CoaddFile("sv3", "dark", 26065), CoaddFile("sv3", "bright", 7)]
 POLICY = RetryPolicy(max_attempts=2, backoff_base_s=0.0, connect_timeout_s=2.0, read_timeout_s=5.0)
 
 
@@ -43,10 +42,13 @@ def s3_endpoint() -> Iterator[str]:
         client = boto3.client("s3", endpoint_url=endpoint)
         client.create_bucket(Bucket=BUCKET)
         # objects are public-read like the real bucket's, so unsigned (anonymous) GETs work
-        for i, pixel in enumerate(PIXELS):
-            key = layout.coadd_path(EDR, pixel.survey, pixel.program, pixel.hpix)
+        for i, coadd in enumerate(COADDS):
+            key = layout.coadd_path(EDR, coadd.survey, coadd.program, coadd.coadd_pixel)
             client.put_object(Bucket=BUCKET, Key=key, Body=small_fits(seed=i), ACL="public-read")
         client.put_object(Bucket=BUCKET, Key="dr1/spectro/redux/iron/zcatalog/v1/x.fits", Body=b"x")
+        client.put_object(Bucket=BUCKET, Key=layout.zcatalog_path(EDR), Body=b"x")
+        # a second production without a zcatalog: discovery takes the one that has it
+        client.put_object(Bucket=BUCKET, Key="edr/spectro/redux/fuji_pre/healpix/x", Body=b"x")
         client.put_object(Bucket=BUCKET, Key="papers/readme.txt", Body=b"not a release")
         try:
             yield endpoint
@@ -57,26 +59,26 @@ def s3_endpoint() -> Iterator[str]:
 def test_s3_coadds_are_fetched_validated_and_cached(s3_endpoint: str, tmp_path: Path) -> None:
     source = DesiSource(EDR, "s3://desidata/", s3_endpoint_url=s3_endpoint)
     cache = StorageLayout(str(tmp_path))
-    first = source.fetch_coadds(PIXELS, cache, check_small_fits, POLICY, concurrency=2)
+    first = source.fetch_coadds(COADDS, cache, check_small_fits, POLICY, concurrency=2)
     assert [r.ok for r in first] == [True, True] and [r.attempts for r in first] == [1, 1]
-    for i, pixel in enumerate(PIXELS):
-        relpath = layout.coadd_path(EDR, pixel.survey, pixel.program, pixel.hpix)
+    for i, coadd in enumerate(COADDS):
+        relpath = layout.coadd_path(EDR, coadd.survey, coadd.program, coadd.coadd_pixel)
         assert Path(cache.raw_desi(relpath)).read_bytes() == small_fits(seed=i)
-    again = source.fetch_coadds(PIXELS, cache, check_small_fits, POLICY)
+    again = source.fetch_coadds(COADDS, cache, check_small_fits, POLICY)
     assert all(r.from_cache and r.attempts == 0 for r in again)
 
 
 def test_s3_missing_key_fails_without_retry(s3_endpoint: str, tmp_path: Path) -> None:
     source = DesiSource(EDR, "s3://desidata/", s3_endpoint_url=s3_endpoint)
     (result,) = source.fetch_coadds(
-        [CoaddPixel("main", "dark", 12345)], StorageLayout(str(tmp_path)), policy=POLICY
+        [CoaddFile("main", "dark", 12345)], StorageLayout(str(tmp_path)), policy=POLICY
     )
     assert not result.ok and result.attempts == 1
     assert "coadd-main-dark-12345.fits" in result.reason and "not found" in result.reason
 
 
-def test_s3_list_releases(s3_endpoint: str) -> None:
-    releases = list_releases("s3://desidata/", s3_endpoint_url=s3_endpoint)
+def test_s3_discover_releases(s3_endpoint: str) -> None:
+    releases = discover_releases("s3://desidata/", s3_endpoint_url=s3_endpoint)
     assert releases == [Release("dr1", "iron"), Release("edr", "fuji")]
 
 

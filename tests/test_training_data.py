@@ -11,6 +11,12 @@ import torch
 from pairs_fixture import make_pairs_table, write_pairs_dir
 
 from astroclip_core.formats import FormatError
+from astroclip_core.tables.pairs import (
+    PairArrays,
+    decode_pairs,
+    list_pairs_files,
+    read_pairs_file,
+)
 from astroclip_core.tables.schemas import encode_blob
 from astroclip_core.training.augment import (
     AugmentConfig,
@@ -19,14 +25,7 @@ from astroclip_core.training.augment import (
     eval_inputs,
     train_inputs,
 )
-from astroclip_core.training.data import (
-    PairArrays,
-    PairsLoader,
-    build_index,
-    decode_pairs,
-    list_pairs_files,
-    read_pairs_file,
-)
+from astroclip_core.training.data import PairsLoader, build_index
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +40,8 @@ def _train_ids(files: list[str]) -> np.ndarray:
 
 def test_list_pairs_files_finds_hive_files(pairs_files, tmp_path) -> None:
     root = str(Path(pairs_files[0]).parents[1])
-    assert list_pairs_files(root) == sorted(pairs_files)
-    with pytest.raises(FileNotFoundError, match="no .parquet"):
+    assert list_pairs_files(root) == list(zip((11, 12, 13), pairs_files, strict=True))
+    with pytest.raises(FileNotFoundError, match="no pairs files under"):
         list_pairs_files(str(tmp_path))
 
 

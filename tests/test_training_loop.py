@@ -13,9 +13,9 @@ import pytest
 import torch
 from pairs_fixture import micro_model_config, write_pairs_dir
 
+from astroclip_core.tables.pairs import list_pairs_files, read_pairs_file
 from astroclip_core.training.checkpoint import load_checkpoint, load_model
 from astroclip_core.training.config import TrainConfig
-from astroclip_core.training.data import read_pairs_file
 from astroclip_core.training.embed import embed_pairs
 from astroclip_core.training.train import main
 
@@ -112,7 +112,8 @@ def test_bf16_autocast_step_runs(pairs_dir, tmp_path) -> None:
 
 
 def test_epochs_set_the_step_count(pairs_dir, tmp_path) -> None:
-    n_train = sum(len(read_pairs_file(str(p), "train")) for p in Path(pairs_dir).rglob("*.parquet"))
+    files = list_pairs_files(str(pairs_dir))
+    n_train = sum(len(read_pairs_file(url, "train")) for _, url in files)
     result = main(_config(pairs_dir, tmp_path / "ep", steps=None, epochs=1.0))
     assert result.steps == n_train // 8
 

@@ -1,25 +1,21 @@
 """Evaluation figures: embedding PCA coloured by redshift, and k-NN redshift against truth.
 
-Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas directly, never through
-pyplot, so no global backend or figure state is touched (safe in Dagster workers and threads).
-:func:`render_png` turns a figure into PNG bytes for an atomic write.
+Figures are ``matplotlib.figure.Figure`` objects drawn through the object API, never pyplot;
+:func:`astroclip_core.plots.render_png` turns one into PNG bytes for an atomic write.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from astroclip_core.evaluation.metrics import OUTLIER_THRESHOLD, RedshiftMetrics
 
 # Points drawn per modality in the PCA figure (a fixed random subset of larger tables).
 PCA_MAX_POINTS = 20_000
-PNG_DPI = 120
 QUERY_TITLES = {
     "image": "image → image bank",
     "spectrum": "spectrum → spectrum bank",
@@ -63,14 +59,6 @@ def pca_projection(
         z=np.asarray(z, dtype=np.float64)[rows],
         explained_variance_ratio=ratio,
     )
-
-
-def render_png(fig: Figure) -> bytes:
-    """PNG bytes of ``fig`` (Agg)."""
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=PNG_DPI)
-    return buf.getvalue()
 
 
 def pca_figure(pca: PcaProjection, model: str = "") -> Figure:

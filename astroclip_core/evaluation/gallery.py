@@ -1,50 +1,30 @@
 """Galleries of galaxies: image queries with their nearest spectra, and search results.
 
-Pixels come from the pairs table through a :data:`PairLookup`, a callable that maps targetids
-to :class:`PairView` values, so figures work from a pairs folder, an in-memory table or any
-other source (a test fake, a Hugging Face dataset).
+Pixels come from the pairs table through a :data:`~astroclip_core.tables.pairs.PairLookup`, a
+callable that maps targetids to :class:`~astroclip_core.tables.pairs.PairView` values, so
+figures work from a pairs folder, an in-memory table or any other source (a test fake, a
+Hugging Face dataset).
 
-Images are shown as RGB = (z, r, g) with an asinh stretch: bands are first balanced by the
-Legacy Surveys viewer's per-band scales, then the summed intensity I is mapped through
-asinh(I / soft) / asinh(I_max / soft) with I_max the image's 99.5th percentile and
-soft = I_max / 10, which keeps faint outskirts and bright cores visible together.
+Images are shown as RGB = (z, r, g) by :func:`astroclip_core.plots.rgb_image`, spectra
+box-smoothed by :func:`astroclip_core.plots.smooth_spectrum` over the good pixels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from astroclip_core import fsio
 from astroclip_core.evaluation.knn import top_k_inner_product
 from astroclip_core.formats.desi import WAVELENGTH
-from astroclip_core.plots import rgb_image as rgb_asinh
-from astroclip_core.tables.schemas import decode_blob
+from astroclip_core.plots import rgb_image, smooth_spectrum
+from astroclip_core.tables.pairs import PairLookup, PairView
 
-# Nanomaggy scale per band (g, r, z) that balances colours (Legacy Surveys viewer values).
 SPECTRUM_SMOOTH_PIX = 15  # 12 Å box: noise down, absorption/emission features kept
-PAIR_COLUMNS = ["targetid", "z", "image", "flux", "mask"]
-
-
-@dataclass(frozen=True, eq=False)
-class PairView:
-    """The pixels of one galaxy for display."""
-
-    targetid: int
-    z: float
-    image: np.ndarray  # (3, H, W) float32 nanomaggies, bands g, r, z
-    flux: np.ndarray  # (7781,) float32 on WAVELENGTH, 1e-17 erg/s/cm2/Å
-    mask: np.ndarray  # (7781,) bool, True = bad pixel
-
-
-PairLookup = Callable[[Sequence[int]], dict[int, PairView]]
 
 
 @dataclass(frozen=True)
@@ -56,56 +36,6 @@ class RetrievalExample:
     neighbour_targetid: tuple[int, ...]
     neighbour_z: tuple[float, ...]
     similarity: tuple[float, ...]
-
-
-def _views(table: pa.Table) -> dict[int, PairView]:
-    images = decode_blob("image", table.column("image"))  # (N, 3, 152, 152)
-    fluxes = decode_blob("flux", table.column("flux"))  # (N, 7781)
-    masks = decode_blob("mask", table.column("mask")) != 0  # (N, 7781)
-    ids = table.column("targetid").to_pylist()
-    zs = table.column("z").to_pylist()
-    return {
-        int(t): PairView(int(t), float(z), images[i], fluxes[i], masks[i])
-        for i, (t, z) in enumerate(zip(ids, zs, strict=True))
-    }
-
-
-def pairs_lookup(source: pa.Table | str) -> PairLookup:
-    """A :data:`PairLookup` over a pairs table, or a pairs folder/file (local path or fsspec URL).
-
-    A folder is read lazily: each call reads only the rows of the requested targetids. Asking
-    for a targetid that is not there raises KeyError naming it.
-    """
-    if isinstance(source, pa.Table):
-        dataset: pads.Dataset = pads.dataset(source)
-    else:
-        fs, path = fsio.filesystem(source)
-        dataset = pads.dataset(path, filesystem=fs, format="parquet")
-
-    def lookup(targetids: Sequence[int]) -> dict[int, PairView]:
-        wanted = sorted({int(t) for t in targetids})
-        table = dataset.to_table(
-            columns=PAIR_COLUMNS, filter=pc.field("targetid").isin(pa.array(wanted, pa.int64()))
-        )
-        views = _views(table)
-        missing = [t for t in wanted if t not in views]
-        if missing:
-            raise KeyError(
-                f"pairs {source if isinstance(source, str) else 'table'} lack targetids {missing}"
-            )
-        return views
-
-    return lookup
-
-
-def smoothed_spectrum(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Box-smoothed flux (7781,) that ignores masked pixels; NaN where nothing is left."""
-    good = (~mask) & np.isfinite(flux)
-    kernel = np.ones(SPECTRUM_SMOOTH_PIX)
-    total = np.convolve(np.where(good, flux, 0.0), kernel, mode="same")
-    count = np.convolve(good.astype(np.float64), kernel, mode="same")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(count > 0, total / count, np.nan)
 
 
 def retrieval_examples(
@@ -141,17 +71,17 @@ def retrieval_examples(
 
 
 def _draw_image(ax: Axes, view: PairView, title: str) -> None:
-    ax.imshow(rgb_asinh(view.image), origin="lower", interpolation="nearest")
+    ax.imshow(rgb_image(view.image), origin="lower", interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=8)
 
 
 def _draw_spectrum(ax: Axes, view: PairView, title: str, reference: PairView | None = None) -> None:
-    flux = smoothed_spectrum(view.flux, view.mask)
+    flux = smooth_spectrum(view.flux, ~view.mask, SPECTRUM_SMOOTH_PIX)
     ax.plot(WAVELENGTH, flux, color="tab:blue", lw=0.7, label="retrieved spectrum")
     if reference is not None:
-        ref = smoothed_spectrum(reference.flux, reference.mask)
+        ref = smooth_spectrum(reference.flux, ~reference.mask, SPECTRUM_SMOOTH_PIX)
         ax.plot(
             WAVELENGTH, ref, color="tab:orange", lw=0.6, alpha=0.6, label="query's own spectrum"
         )

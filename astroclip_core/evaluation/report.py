@@ -38,12 +38,9 @@ from astroclip_core.evaluation.figures import (
     pca_figure,
     pca_projection,
     redshift_figure,
-    render_png,
 )
 from astroclip_core.evaluation.gallery import (
-    PairLookup,
     RetrievalExample,
-    pairs_lookup,
     retrieval_examples,
     retrieval_examples_figure,
 )
@@ -51,7 +48,9 @@ from astroclip_core.evaluation.knn import DEFAULT_K, knn_regress, l2_normalise
 from astroclip_core.evaluation.metrics import RedshiftMetrics, r2_score, redshift_metrics
 from astroclip_core.evaluation.photometry import photometry_features, standardise
 from astroclip_core.evaluation.retrieval import RetrievalMetrics, retrieval_metrics
-from astroclip_core.search import embedding_matrix
+from astroclip_core.plots import render_png
+from astroclip_core.tables.embeddings import embedding_matrix
+from astroclip_core.tables.pairs import PairLookup, pairs_lookup
 
 # query type -> (query column, bank column); "photometry" is handled apart
 EMBEDDING_QUERIES: dict[str, tuple[str, str]] = {

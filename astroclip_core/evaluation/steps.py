@@ -3,31 +3,51 @@
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from astroclip_core import fsio
-from astroclip_core.evaluation.report import EvaluationReport, evaluate, write_report
-from astroclip_core.search import read_embeddings
+from astroclip_core.evaluation.report import evaluate, write_report
+from astroclip_core.results import Figure, MetadataEntry, StepResult
 from astroclip_core.storage import StorageLayout
+from astroclip_core.tables.embeddings import read_embeddings
+from astroclip_core.tables.pairs import read_pairs_columns
 
 
 def read_truth(url: str | None) -> pa.Table | None:
     """The truth table (targetid + known properties) at ``url``, or None when absent."""
     if not url or not fsio.exists(url):
         return None
-    fs, path = fsio.filesystem(url)
-    return pads.dataset(path, filesystem=fs, format="parquet").to_table()
+    return fsio.read_dataset(fsio.parquet_dataset(url))
+
+
+# The report's figures shown with the step's result (the full report is evaluation.json).
+HEADLINE_KEYS = (
+    "n_train", "n_test", "redshift.spectrum.r2", "redshift.image.r2",
+    "redshift.image_to_spectrum.r2", "redshift.photometry.r2", "redshift.image.sigma_nmad",
+    "retrieval.image_to_spectrum.recall_at_1", "retrieval.image_to_spectrum.median_rank",
+    "retrieval.spectrum_to_image.median_rank",
+)  # fmt: skip
 
 
 def evaluate_release(
     layout: StorageLayout, release: str, model: str, truth_url: str | None = None, k: int = 64
-) -> tuple[EvaluationReport, dict[str, str]]:
-    """Evaluate one model's embeddings of a release; write ``reports/<release>/<model>/``."""
+) -> StepResult:
+    """Evaluate one model's embeddings of a release; write ``reports/<release>/<model>/``.
+
+    The result's metadata holds the :data:`HEADLINE_KEYS` the report has and every figure.
+    """
     embeddings = read_embeddings(layout.embeddings_dir(release, model))
-    fs, path = fsio.filesystem(layout.pairs_dir(release))
-    photometry = pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive").to_table(
-        columns=["targetid", "flux_g", "flux_r", "flux_z"]
+    photometry = read_pairs_columns(
+        layout.pairs_dir(release), ["targetid", "flux_g", "flux_r", "flux_z"]
     )
     report = evaluate(embeddings, photometry, read_truth(truth_url), k=k)
     files = write_report(report, layout.report_dir(release, model), pairs=layout.pairs_dir(release))
-    return report, files
+    flat = report.to_flat_dict()
+    metadata: dict[str, MetadataEntry] = {
+        key: value for key in HEADLINE_KEYS if (value := flat.get(key)) is not None
+    }
+    for name, url in files.items():
+        if name.endswith(".png"):
+            metadata[name.removesuffix(".png")] = Figure(fsio.read_bytes(url), name)
+    return StepResult(
+        outputs={"report": files["evaluation.json"]}, rows=None, size_bytes=None, metadata=metadata
+    )

@@ -1,17 +1,8 @@
-"""Readers and writers for the DESI and Legacy Surveys file formats."""
+"""Readers and writers for the DESI and Legacy Surveys file formats.
 
+Their errors are :class:`FormatError` (defined in :mod:`astroclip_core.errors`, below ``fsio``).
+"""
 
-class FormatError(ValueError):
-    """A file is not what it claims to be.
-
-    The message always names the file (or "<bytes>" for in-memory input) and what is wrong:
-    a missing HDU or column, wrong bands, wrong shape, truncated data, not FITS at all.
-    """
-
-    def __init__(self, source: object, problem: str) -> None:
-        self.source = str(source)
-        self.problem = problem
-        super().__init__(f"{self.source}: {problem}")
-
+from astroclip_core.errors import FormatError
 
 __all__ = ["FormatError"]

@@ -9,7 +9,6 @@ FITS (missing, empty, wrong magic bytes, truncated, unreadable by cfitsio) into 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from astroclip_core.formats import FormatError
-from astroclip_core.fsio import atomic_write_bytes, is_local
+from astroclip_core.fsio import atomic_write_bytes, is_local, make_temp_file, scratch_dir
 
 FITS_BLOCK_BYTES = 2880
 FITS_MAGIC = b"SIMPLE  ="
@@ -163,8 +162,7 @@ def write_fits_atomic(path: str | Path, build: Callable[[fitsio.FITS], None]) ->
     target = str(path)
     if is_local(target):
         local = Path(target[len("file://") :] if target.startswith("file://") else target)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".tmp")
+        fd, tmp = make_temp_file(local)
         os.close(fd)
         try:
             with fitsio.FITS(tmp, "rw", clobber=True) as fits:
@@ -179,8 +177,8 @@ def write_fits_atomic(path: str | Path, build: Callable[[fitsio.FITS], None]) ->
 
 def fits_bytes(build: Callable[[fitsio.FITS], None]) -> bytes:
     """The bytes of a FITS file built by ``build`` (written through a temporary file)."""
-    with tempfile.TemporaryDirectory(prefix="astroclip-fits-") as tmpdir:
-        tmp = Path(tmpdir) / "out.fits"
+    with scratch_dir("fits") as tmpdir:
+        tmp = tmpdir / "out.fits"
         with fitsio.FITS(str(tmp), "rw", clobber=True) as fits:
             build(fits)
         return tmp.read_bytes()

@@ -1,4 +1,4 @@
-"""Redrock output files (``redrock-<survey>-<program>-<hpix>.fits``): writer and reader.
+"""Redrock output files (``redrock-<survey>-<program>-<coadd_pixel>.fits``): writer and reader.
 
 HDUs, as in the real files: PRIMARY, REDSHIFTS, FIBERMAP, EXP_FIBERMAP, TSNR2.
 """

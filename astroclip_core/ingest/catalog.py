@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +11,9 @@ import pyarrow.compute as pc
 
 from astroclip_core import fsio
 from astroclip_core.formats.desi import GalaxySelection, SelectionReport, read_zcatalog
-from astroclip_core.sky.healpix import PARTITION_NSIDE, pixels_of
+from astroclip_core.results import SmallTable, StepResult
+from astroclip_core.sky.healpix import PARTITION_NSIDE, partition_key, pixels_of
+from astroclip_core.sources.desi import DesiSource
 from astroclip_core.sources.http import RetryPolicy
 from astroclip_core.storage import StorageLayout
 
@@ -20,17 +22,6 @@ CATALOG_COLUMNS = [
     "TARGETID", "SURVEY", "PROGRAM", "HEALPIX", "TARGET_RA", "TARGET_DEC", "Z", "ZERR",
     "RELEASE", "BRICKID", "BRICK_OBJID", "MORPHTYPE", "FLUX_G", "FLUX_R", "FLUX_Z", "EBV",
 ]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class CatalogResult:
-    """The selected catalogue of one release and where it went."""
-
-    path: str
-    report: SelectionReport
-    n_selected: int
-    pixels: list[int]
-    counts_per_pixel: dict[int, int] = field(default_factory=dict)
 
 
 def select_catalog(
@@ -45,22 +36,25 @@ def select_catalog(
 
 
 def build_release_catalog(
-    source, layout: StorageLayout, selection: dict, policy: RetryPolicy | None = None
-) -> CatalogResult:
+    source: DesiSource,
+    layout: StorageLayout,
+    selection: GalaxySelection,
+    policy: RetryPolicy | None = None,
+) -> StepResult:
     """Fetch ``source``'s zcatalog into the cache, select, and write ``catalog/<release>/``.
 
-    ``source`` is a :class:`astroclip_core.sources.desi.DesiSource`; ``selection`` the keyword
-    arguments of :class:`GalaxySelection`.
+    The result's ``partition_keys`` name one partition per nside-16 pixel holding selected
+    galaxies.
     """
     release = source.release.name
     cached = source.fetch_zcatalog(layout, policy=policy)
     with fsio.local_copy(cached) as path:
-        table, report = select_catalog(str(path), GalaxySelection(**selection))
+        table, report = select_catalog(str(path), selection)
     table = table.take(
         pc.sort_indices(table, [("partition", "ascending"), ("targetid", "ascending")])
     )
     out = layout.catalog_file(release)
-    fsio.atomic_write_parquet(out, table)
+    size = fsio.atomic_write_parquet(out, table)
     fsio.atomic_write_bytes(
         layout.catalog_report(release),
         json.dumps(
@@ -68,26 +62,30 @@ def build_release_catalog(
                 "n_input": report.n_input,
                 "cuts": report.cuts,
                 "n_selected": report.n_selected,
-                "selection": selection,
+                "selection": asdict(selection),
             },
             indent=2,
         ).encode(),
     )
     pix, counts = np.unique(table.column("partition").to_numpy(), return_counts=True)
-    return CatalogResult(
-        path=out,
-        report=report,
-        n_selected=table.num_rows,
-        pixels=[int(p) for p in pix],
-        counts_per_pixel={int(p): int(c) for p, c in zip(pix, counts, strict=True)},
+    keys = tuple(partition_key(release, int(p)) for p in pix)
+    return StepResult(
+        outputs={"path": out},
+        rows=table.num_rows,
+        size_bytes=size,
+        metadata={
+            "n_input": report.n_input,
+            "n_selected": table.num_rows,
+            "selection_cuts": SmallTable(("cut", "rows removed"), tuple(report.cuts)),
+            "galaxies_per_partition": SmallTable(
+                ("partition", "galaxies"),
+                tuple((k, int(c)) for k, c in zip(keys, counts, strict=True)),
+            ),
+        },
+        partition_keys=keys,
     )
 
 
 def partition_targets(layout: StorageLayout, release: str, pixel: int) -> pa.Table:
     """The selected catalogue rows of one nside-16 pixel (sorted by targetid)."""
-    fs, path = fsio.filesystem(layout.catalog_file(release))
-    import pyarrow.parquet as pq
-
-    with fs.open(path, "rb") as fh:
-        table = pq.read_table(fh, filters=[("partition", "=", int(pixel))])
-    return table
+    return fsio.read_parquet(layout.catalog_file(release), filters=[("partition", "=", int(pixel))])

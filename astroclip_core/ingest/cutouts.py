@@ -7,7 +7,8 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from astroclip_core.ingest.stage import StepResult, read_interim, write_failures, write_interim
+from astroclip_core.ingest.stage import read_interim, write_failures, write_interim
+from astroclip_core.results import StepResult
 from astroclip_core.sources.fetch import FailureRecord
 from astroclip_core.sources.http import RetryPolicy
 from astroclip_core.storage import StorageLayout
@@ -29,8 +30,8 @@ def fetch_partition_cutouts(
     """Fetch (or take from the cache) a cutout at each matched source; write ``interim/cutouts``.
 
     Objects whose cutout cannot be had after retries (or whose every band is empty) are left
-    out and recorded with the reason in ``failures/<release>/healpix=<pix>/``; the partition
-    goes on. Output columns: targetid, image (float32 blob (3,152,152), nanomaggies).
+    out and recorded with the reason in the failures table (``StorageLayout.failures_file``);
+    the partition goes on. Output columns: targetid, image (float32 blob (3,152,152), nanomaggies).
     """
     matches = read_interim(layout, "matches", release, pixel)
     tid = matches.column("targetid").to_numpy()
@@ -67,7 +68,7 @@ def fetch_partition_cutouts(
         f"cutouts {release}-{pixel}: fetched {int(good.sum())}/{len(tid)} ({len(failed)} failed)"
     )
     return StepResult(
-        layout.interim_file(STAGE, release, pixel),
+        {"path": layout.interim_file(release, pixel, STAGE)},
         table.num_rows,
         size,
         {

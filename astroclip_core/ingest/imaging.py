@@ -11,9 +11,10 @@ import pyarrow.compute as pc
 
 from astroclip_core import fsio
 from astroclip_core.formats.legacysurvey import read_sweep
-from astroclip_core.ingest.stage import StepResult, write_failures, write_interim
+from astroclip_core.ingest.stage import write_failures, write_interim
+from astroclip_core.results import StepResult
 from astroclip_core.sky.healpix import PARTITION_NSIDE, HealpixPixel
-from astroclip_core.sky.partition_match import in_pixel_with_margin
+from astroclip_core.sky.partition_match import DEFAULT_MARGIN_ARCSEC, in_pixel_with_margin
 from astroclip_core.sources.fetch import FailureRecord
 from astroclip_core.sources.http import FetchError, RetryPolicy
 from astroclip_core.sources.layout import DR9_NORTH_DEC_MIN_DEG
@@ -28,6 +29,32 @@ SOURCE_COLUMNS = [
     "RELEASE", "BRICKID", "OBJID", "TYPE", "RA", "DEC",
     "FLUX_G", "FLUX_R", "FLUX_Z", "EBV", "SHAPE_R", "MASKBITS",
 ]  # fmt: skip
+# The sources table records the margin it was fetched with under this schema-metadata key, so
+# that the cross-match can refuse a radius wider than the margin (it would lose border pairs).
+MARGIN_METADATA_KEY = b"astroclip.margin_arcsec"
+
+
+def record_margin(sources: pa.Table, margin_arcsec: float) -> pa.Table:
+    """``sources`` with ``margin_arcsec`` recorded in its schema metadata."""
+    metadata = dict(sources.schema.metadata or {})
+    metadata[MARGIN_METADATA_KEY] = repr(float(margin_arcsec)).encode()
+    return sources.replace_schema_metadata(metadata)
+
+
+def recorded_margin_arcsec(sources: pa.Table, where: str) -> float:
+    """The margin (arcsec) the sources table was fetched with; ``where`` names it in errors.
+
+    Raises ``ValueError`` when the table records none: it was written before margins were
+    recorded, or not by :func:`fetch_partition_sources`, and must be fetched again.
+    """
+    value = (sources.schema.metadata or {}).get(MARGIN_METADATA_KEY)
+    if value is None:
+        raise ValueError(
+            f"{where} records no {MARGIN_METADATA_KEY.decode()} in its schema metadata, so the "
+            "margin its sources were fetched with is unknown; materialize imaging_sources for "
+            "this partition again"
+        )
+    return float(value)
 
 
 def sweeps_for_pixel(pixel: int, margin_arcsec: float) -> list[tuple[str, int, int]]:
@@ -58,13 +85,14 @@ def fetch_partition_sources(
     layout: StorageLayout,
     release: str,
     pixel: int,
-    margin_arcsec: float,
+    margin_arcsec: float = DEFAULT_MARGIN_ARCSEC,
     policy: RetryPolicy | None = None,
 ) -> StepResult:
     """Fetch the sweeps covering ``pixel`` + margin and write the sources inside it.
 
     ``source`` is a :class:`astroclip_core.sources.legacysurvey.LegacySurveySource`. A sweep
-    box the survey does not cover (HTTP 404) contributes no sources.
+    box the survey does not cover (HTTP 404) contributes no sources. The table records
+    ``margin_arcsec`` in its schema metadata (:func:`record_margin`).
     """
     if not (margin_arcsec >= 0 and math.isfinite(margin_arcsec)):
         raise ValueError(f"margin_arcsec {margin_arcsec} must be finite and >= 0")
@@ -115,13 +143,14 @@ def fetch_partition_sources(
         "region",
         pa.array(np.where(sources.column("dec").to_numpy() >= DR9_NORTH_DEC_MIN_DEG, "N", "S")),
     )
+    sources = record_margin(sources, margin_arcsec)
     size = write_interim(layout, STAGE, release, pixel, sources)
     write_failures(layout, STAGE, release, pixel, failures)
     log.info(
         "sources %s-%d: %d sources from %d sweep files", release, pixel, sources.num_rows, n_files
     )
     return StepResult(
-        layout.interim_file(STAGE, release, pixel),
+        {"path": layout.interim_file(release, pixel, STAGE)},
         sources.num_rows,
         size,
         {

@@ -2,92 +2,64 @@
 
 from __future__ import annotations
 
-import io
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from astroclip_core.ingest.catalog import partition_targets
+from astroclip_core.ingest.imaging import recorded_margin_arcsec
 from astroclip_core.ingest.stage import read_interim, write_interim
+from astroclip_core.results import Figure, MetadataEntry, StepResult
 from astroclip_core.sky.healpix import PARTITION_NSIDE, HealpixPixel
 from astroclip_core.sky.partition_match import (
+    DEFAULT_RADIUS_ARCSEC,
+    IdAgreement,
+    PartitionMatch,
     SourceIds,
     SourcePositions,
     SpectraPositions,
     id_agreement,
     match_partition,
+    require_margin_covers_radius,
 )
 from astroclip_core.storage import StorageLayout
+from astroclip_core.tables.schemas import MATCHES_SCHEMA
 
 log = logging.getLogger(__name__)
 STAGE = "matches"
 
 
-@dataclass(frozen=True)
-class MatchStageResult:
-    """Match statistics of one partition."""
+def separation_histogram_png(sep_arcsec: np.ndarray, radius_arcsec: float, title: str) -> bytes:
+    """A PNG histogram of the kept separations (arcsec) from 0 to the match radius."""
+    from matplotlib.figure import Figure as MplFigure
 
-    path: str
-    n_spectra: int
-    n_sources: int
-    n_matched: int
-    n_conflicts_resolved: int
-    radius_arcsec: float
-    sep_arcsec: np.ndarray  # (n_matched,) separations of the kept pairs
-    id_pairs_with_ids: int
-    id_agreement_rate: float | None
+    from astroclip_core.plots import render_png
 
-    def metadata(self) -> dict[str, object]:
-        """Plain metadata values for the orchestration layer."""
-        sep = self.sep_arcsec
-        return {
-            "path": self.path,
-            "spectra": self.n_spectra,
-            "imaging_sources": self.n_sources,
-            "matched": self.n_matched,
-            "unmatched": self.n_spectra - self.n_matched,
-            "match_fraction": round(self.n_matched / self.n_spectra, 4) if self.n_spectra else 0.0,
-            "conflicts_resolved": self.n_conflicts_resolved,
-            "radius_arcsec": self.radius_arcsec,
-            "sep_median_arcsec": float(np.median(sep)) if len(sep) else float("nan"),
-            "sep_p95_arcsec": float(np.percentile(sep, 95)) if len(sep) else float("nan"),
-            "pairs_with_ids_both_sides": self.id_pairs_with_ids,
-            "position_id_agreement_rate": self.id_agreement_rate
-            if self.id_agreement_rate is not None
-            else float("nan"),
-        }
-
-    def histogram_png(self) -> bytes:
-        """A PNG histogram of the kept separations (arcsec)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3))
-        ax.hist(self.sep_arcsec, bins=40, range=(0, self.radius_arcsec), color="tab:blue")
-        ax.set_xlabel("separation [arcsec]")
-        ax.set_ylabel("pairs")
-        ax.set_title(f"{self.n_matched}/{self.n_spectra} spectra matched")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=80)
-        plt.close(fig)
-        return buf.getvalue()
+    fig = MplFigure(figsize=(5, 3), layout="tight")
+    ax = fig.subplots()
+    ax.hist(sep_arcsec, bins=40, range=(0, radius_arcsec), color="tab:blue")
+    ax.set_xlabel("separation [arcsec]")
+    ax.set_ylabel("pairs")
+    ax.set_title(title)
+    return render_png(fig, dpi=80)
 
 
 def match_partition_stage(
-    layout: StorageLayout, release: str, pixel: int, radius_arcsec: float
-) -> MatchStageResult:
+    layout: StorageLayout, release: str, pixel: int, radius_arcsec: float = DEFAULT_RADIUS_ARCSEC
+) -> StepResult:
     """Match the partition's selected spectra to its imaging sources (with margin), one to one.
 
-    Writes ``interim/matches`` with targetid, the source's ra/dec and catalogue columns, and
-    the separation.
+    Refuses (``ValueError`` naming both) a radius wider than the margin the sources table
+    records, and a sources table that records none.
+
+    Writes ``interim/matches`` (:data:`~astroclip_core.tables.schemas.MATCHES_SCHEMA`): targetid,
+    the source's ra/dec and catalogue columns, and the separation.
     """
-    targets = partition_targets(layout, release, pixel)
     sources = read_interim(layout, "sources", release, pixel)
+    where = layout.interim_file(release, pixel, "sources")
+    require_margin_covers_radius(radius_arcsec, recorded_margin_arcsec(sources, where))
+    targets = partition_targets(layout, release, pixel)
 
     def col(table: pa.Table, name: str) -> np.ndarray:
         return table.column(name).to_numpy()
@@ -116,8 +88,8 @@ def match_partition_stage(
         "flux_z": src.column("flux_z"),
         "ebv": src.column("ebv"),
         "morphtype": src.column("type"),
-    })  # fmt: skip
-    write_interim(layout, STAGE, release, pixel, table)
+    }, schema=MATCHES_SCHEMA)  # fmt: skip
+    size = write_interim(layout, STAGE, release, pixel, table)
     log.info(
         "matches %s-%d: %d/%d spectra matched within %.2f arcsec",
         release,
@@ -126,14 +98,33 @@ def match_partition_stage(
         match.n_spectra,
         radius_arcsec,
     )
-    return MatchStageResult(
-        path=layout.interim_file(STAGE, release, pixel),
-        n_spectra=match.n_spectra,
-        n_sources=sources.num_rows,
-        n_matched=match.n_matched,
-        n_conflicts_resolved=match.n_conflicts_resolved,
-        radius_arcsec=radius_arcsec,
-        sep_arcsec=np.asarray(match.sep_arcsec, dtype=np.float64),
-        id_pairs_with_ids=agreement.n_both_have_ids,
-        id_agreement_rate=agreement.rate,
+    return StepResult(
+        outputs={"path": layout.interim_file(release, pixel, STAGE)},
+        rows=table.num_rows,
+        size_bytes=size,
+        metadata=_match_metadata(match, agreement, sources.num_rows),
     )
+
+
+def _match_metadata(
+    match: PartitionMatch, agreement: IdAgreement, n_sources: int
+) -> dict[str, MetadataEntry]:
+    sep = np.asarray(match.sep_arcsec, dtype=np.float64)  # (n_matched,)
+    n_spectra, n_matched = match.n_spectra, match.n_matched
+    title = f"{n_matched}/{n_spectra} spectra matched"
+    return {
+        "spectra": n_spectra,
+        "imaging_sources": n_sources,
+        "matched": n_matched,
+        "unmatched": n_spectra - n_matched,
+        "match_fraction": round(n_matched / n_spectra, 4) if n_spectra else 0.0,
+        "conflicts_resolved": match.n_conflicts_resolved,
+        "radius_arcsec": match.radius_arcsec,
+        "sep_median_arcsec": float(np.median(sep)) if len(sep) else float("nan"),
+        "sep_p95_arcsec": float(np.percentile(sep, 95)) if len(sep) else float("nan"),
+        "pairs_with_ids_both_sides": agreement.n_both_have_ids,
+        "position_id_agreement_rate": float("nan") if agreement.rate is None else agreement.rate,
+        "separation_histogram": Figure(
+            separation_histogram_png(sep, match.radius_arcsec, title), "separations"
+        ),
+    }

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from astroclip_core.ingest.catalog import partition_targets
-from astroclip_core.ingest.stage import read_interim
+from astroclip_core.ingest.stage import read_failures, read_interim
+from astroclip_core.results import CheckOutcome, Figure, MetadataEntry, SmallTable, StepResult
 from astroclip_core.storage import StorageLayout
 from astroclip_core.tables.pairs import write_pairs
-from astroclip_core.tables.schemas import IMAGE_SHAPE, decode_blob
+from astroclip_core.tables.schemas import IMAGE_SHAPE, MATCHES_SCHEMA, PAIRS_SCHEMA, decode_blob
 from astroclip_core.tables.splits import split_of
 
 log = logging.getLogger(__name__)
@@ -28,38 +27,6 @@ PAIRS_CHECKS: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class CheckOutcome:
-    """One data-quality check on a pairs partition."""
-
-    name: str
-    passed: bool
-    detail: str
-
-
-@dataclass(frozen=True)
-class PairsResult:
-    """What assembling one partition produced."""
-
-    path: str
-    n_rows: int
-    size_bytes: int
-    n_matches: int
-    n_failed: int  # matches without a pair: cutout or coadd file could not be had
-    checks: list[CheckOutcome]
-    preview_png: bytes | None
-
-    def metadata(self) -> dict[str, object]:
-        """Plain metadata values for the orchestration layer."""
-        return {
-            "path": self.path,
-            "rows": self.n_rows,
-            "size_bytes": self.size_bytes,
-            "matches": self.n_matches,
-            "failed_objects": self.n_failed,
-        }
-
-
 def _join(left: pa.Table, right: pa.Table) -> pa.Table:
     return left.join(right, "targetid", join_type="inner")
 
@@ -69,22 +36,7 @@ def build_pairs_table(
 ) -> pa.Table:
     """Join the four inputs on targetid into rows of the pairs schema (not yet cast)."""
     cat = targets.select(["targetid", "target_ra", "target_dec", "z", "zerr", "survey", "program"])
-    m = matches.select(
-        [
-            "targetid",
-            "ra",
-            "dec",
-            "sep_arcsec",
-            "ls_release",
-            "brickid",
-            "objid",
-            "flux_g",
-            "flux_r",
-            "flux_z",
-            "ebv",
-            "morphtype",
-        ]
-    )
+    m = matches.select(MATCHES_SCHEMA.names)
     # Blob columns are joined by position, not through Arrow's hash join (which copies them).
     base = _join(cat, m)
     base = base.take(pc.sort_indices(base, [("targetid", "ascending")]))
@@ -154,7 +106,7 @@ def preview_png(table: pa.Table, n: int = 6) -> bytes | None:
     """A PNG grid of up to ``n`` pairs (RGB image beside its spectrum), or None when empty."""
     if table.num_rows == 0:
         return None
-    from astroclip_core.plots import pairs_figure
+    from astroclip_core.plots import pairs_figure, render_png
 
     rows = table.slice(0, min(n, table.num_rows))
     fig = pairs_figure(
@@ -164,26 +116,15 @@ def preview_png(table: pa.Table, n: int = 6) -> bytes | None:
         rows.column("z").to_numpy(),
         rows.column("targetid").to_numpy(),
     )
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return buf.getvalue()
+    return render_png(fig, dpi=80)
 
 
-def _failures(layout: StorageLayout, stage: str, release: str, pixel: int) -> pa.Table:
-    import pyarrow.parquet as pq
+def assemble_pairs(layout: StorageLayout, release: str, pixel: int) -> StepResult:
+    """Build, check and write the partition's pairs file (``StorageLayout.pairs_file``).
 
-    from astroclip_core import fsio
-
-    fs, path = fsio.filesystem(layout.failures_file(release, pixel, stage))
-    with fs.open(path, "rb") as fh:
-        return pq.read_table(fh)
-
-
-def assemble_pairs(layout: StorageLayout, release: str, pixel: int) -> PairsResult:
-    """Build, check and write ``pairs/<release>/healpix=<pixel>/part-0.parquet``."""
+    The result carries the :data:`PAIRS_CHECKS` outcomes; ``failed_objects`` counts matches
+    without a pair (their cutout or coadd file could not be had).
+    """
     import json
 
     from astroclip_core import fsio
@@ -199,11 +140,16 @@ def assemble_pairs(layout: StorageLayout, release: str, pixel: int) -> PairsResu
     # cutout failed (failures table) and those whose coadd file failed (no spectrum).
     matched = set(matches.column("targetid").to_pylist())
     cut_failed = {
-        int(k) for k in _failures(layout, "cutouts", release, pixel).column("key").to_pylist()
+        int(k) for k in read_failures(layout, "cutouts", release, pixel).column("key").to_pylist()
     }
     no_spectrum = matched - set(spectra.column("targetid").to_pylist())
     n_failed = len((cut_failed & matched) | no_spectrum)
-    checks = check_pairs(table, len(matched) - n_failed, (selection["z_min"], selection["z_max"]))
+    # A disabled redshift cut (None) bounds nothing.
+    z_range = (
+        -np.inf if selection["z_min"] is None else selection["z_min"],
+        np.inf if selection["z_max"] is None else selection["z_max"],
+    )
+    checks = check_pairs(table, len(matched) - n_failed, z_range)
     log.info(
         "pairs %s-%d: wrote %d pairs (%d matches, %d cutout failures)",
         release,
@@ -212,12 +158,21 @@ def assemble_pairs(layout: StorageLayout, release: str, pixel: int) -> PairsResu
         matches.num_rows,
         n_failed,
     )
-    return PairsResult(
-        written.path,
-        written.n_rows,
-        written.size_bytes,
-        matches.num_rows,
-        n_failed,
-        checks,
-        preview_png(table),
+    metadata: dict[str, MetadataEntry] = {
+        "matches": matches.num_rows,
+        "failed_objects": n_failed,
+        "schema": PAIRS_SCHEMA,
+        "checks": SmallTable(
+            ("check", "passed", "detail"), tuple((c.name, c.passed, c.detail) for c in checks)
+        ),
+    }
+    preview = preview_png(table)
+    if preview is not None:
+        metadata["sample_pairs"] = Figure(preview, "sample pairs")
+    return StepResult(
+        outputs={"path": written.path},
+        rows=written.n_rows,
+        size_bytes=written.size_bytes,
+        metadata=metadata,
+        checks=tuple(checks),
     )

@@ -10,7 +10,8 @@ import pyarrow as pa
 from astroclip_core import fsio
 from astroclip_core.formats.desi import read_coadd_arrays
 from astroclip_core.ingest.catalog import partition_targets
-from astroclip_core.ingest.stage import StepResult, write_failures, write_interim
+from astroclip_core.ingest.stage import write_failures, write_interim
+from astroclip_core.results import StepResult
 from astroclip_core.sources.fetch import FailureRecord
 from astroclip_core.sources.http import FetchError, RetryPolicy
 from astroclip_core.storage import StorageLayout
@@ -34,23 +35,24 @@ def fetch_partition_spectra(
     keys = np.rec.fromarrays(
         [
             targets.column(c).to_numpy(zero_copy_only=False)
-            for c in ("survey", "program", "healpix")
+            for c in ("survey", "program", "healpix")  # catalogue HEALPIX: the nside-64 coadd pixel
         ],
-        names="survey,program,healpix",
+        names="survey,program,coadd_pixel",
     )
     tids = targets.column("targetid").to_numpy()
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     groups = sorted(set(keys.tolist()))
     failures: list[FailureRecord] = []
-    for i, (survey, program, hpix) in enumerate(groups, 1):
-        want = tids[(keys.survey == survey) & (keys.program == program) & (keys.healpix == hpix)]
+    for i, (survey, program, coadd_pixel) in enumerate(groups, 1):
+        in_file = (keys.survey == survey) & (keys.program == program)
+        want = tids[in_file & (keys.coadd_pixel == coadd_pixel)]
         try:
-            cached = source.fetch_coadd(layout, survey, program, int(hpix), policy=policy)
+            cached = source.fetch_coadd(layout, survey, program, int(coadd_pixel), policy=policy)
         except FetchError as err:
             # Recorded, not fatal: the partition goes on with the other coadd files.
             failures.append(
                 FailureRecord(
-                    "coadd", f"{survey}-{program}-{hpix}", err.url, err.problem, err.attempts
+                    "coadd", f"{survey}-{program}-{coadd_pixel}", err.url, err.problem, err.attempts
                 )
             )
             log.warning(
@@ -59,7 +61,7 @@ def fetch_partition_spectra(
                 pixel,
                 survey,
                 program,
-                hpix,
+                coadd_pixel,
                 err.problem,
             )
             continue
@@ -74,7 +76,7 @@ def fetch_partition_spectra(
             len(groups),
             survey,
             program,
-            hpix,
+            coadd_pixel,
             len(arrays.targetid),
         )
     if parts:
@@ -97,7 +99,7 @@ def fetch_partition_spectra(
     size = write_interim(layout, STAGE, release, pixel, table)
     write_failures(layout, STAGE, release, pixel, failures)
     return StepResult(
-        layout.interim_file(STAGE, release, pixel),
+        {"path": layout.interim_file(release, pixel, STAGE)},
         table.num_rows,
         size,
         {

@@ -245,7 +245,7 @@ PRESETS: dict[str, Preset] = {
             name="tiny",
             model=ModelConfig(
                 # 2x binning: 72 px -> 6x6 = 36 tokens; 120-px slices at stride 60 -> 130 tokens
-                # (80/40 -> 194 tokens trained at ~100 pairs/s on 2 threads; 120/60 at ~180).
+                # (fewer tokens than 80/40's 194, so training is faster; rates in the README),
                 # plus a photometry token of g, r, z fluxes in 3/6/12/24-px apertures: the
                 # ViT alone measured faint, compact (high-z LRG) colours poorly.
                 image=ImageEncoderConfig(
@@ -257,8 +257,7 @@ PRESETS: dict[str, Preset] = {
                 ),
                 # plus the scan view: the loss also matches each spectrum to its own line scan
                 # (96 trial z up to 1.6; the scan-view MLP is 0.205M of the heads). The image
-                # alone confirms redshift only photometrically. Default run (1700 steps), one
-                # each: spectrum R2 0.942 -> 0.966, image 0.895 -> 0.903.
+                # alone confirms redshift only photometrically (R2 with and without it: README).
                 spectrum=SpectrumEncoderConfig(
                     width=96,
                     depth=3,

@@ -21,17 +21,21 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from astroclip_core.formats import FormatError
-from astroclip_core.fsio import atomic_write_bytes, atomic_write_parquet, filesystem, is_local
+from astroclip_core.fsio import (
+    atomic_write_bytes,
+    atomic_write_parquet,
+    filesystem,
+    is_local,
+    make_temp_dir,
+    temp_name,
+)
 from astroclip_core.publish.card import render_card
 from astroclip_core.publish.features import MAX_ROWS_PER_SHARD, to_hf_table
 from astroclip_core.publish.info import (
@@ -42,8 +46,8 @@ from astroclip_core.publish.info import (
     SplitStats,
     shard_name,
 )
-from astroclip_core.releases import release_from_name
-from astroclip_core.tables.pairs import list_pairs_files
+from astroclip_core.releases import Release
+from astroclip_core.tables.pairs import iter_pairs_batches, list_pairs_files
 from astroclip_core.tables.schemas import PAIRS_SCHEMA
 from astroclip_core.tables.splits import TEST_FRACTION, split_of
 
@@ -68,37 +72,18 @@ _PARQUET_OPTIONS = {
 }
 
 
-def _check_pairs_schema(url: str, schema: pa.Schema) -> None:
-    """Raise FormatError unless ``schema`` has every PAIRS_SCHEMA column with its type."""
-    for field in PAIRS_SCHEMA:
-        if field.name not in schema.names:
-            raise FormatError(url, f"pairs file lacks column {field.name!r}")
-        found = schema.field(field.name).type
-        if not found.equals(field.type):
-            raise FormatError(url, f"column {field.name!r} has type {found}, expected {field.type}")
-
-
-def _iter_pairs(url: str, columns: list[str], batch_rows: int) -> Iterator[pa.Table]:
-    """Batches of ``batch_rows`` rows of one pairs file, after checking its schema."""
-    fs, path = filesystem(url)
-    with fs.open(path, "rb") as fh:
-        parquet = pq.ParquetFile(fh)
-        _check_pairs_schema(url, parquet.schema_arrow)
-        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
-            yield pa.Table.from_batches([batch])
-
-
 def _count_splits(files: list[tuple[int, str]], test_fraction: float) -> dict[str, int]:
     """Rows per split over all files; checks pixels and that no TARGETID appears twice."""
     counts = dict.fromkeys(SPLITS, 0)
     seen: list[np.ndarray] = []
     for pixel, url in files:
-        parts = list(_iter_pairs(url, ["targetid", "healpix"], batch_rows=1 << 20))
+        parts = list(iter_pairs_batches(url, ["targetid", "healpix"], batch_rows=1 << 20))
         table = pa.concat_tables(parts) if parts else PAIRS_SCHEMA.empty_table()
         healpix = table.column("healpix").to_numpy()
         if np.any(healpix != pixel):
             bad = int(healpix[healpix != pixel][0])
-            raise FormatError(url, f"row with healpix={bad} in the folder of pixel {pixel}")
+            problem = f"row with healpix column {bad} in the folder of pixel {pixel}"
+            raise FormatError(url, problem)
         targetid = table.column("targetid").to_numpy()
         seen.append(targetid)
         splits = split_of(targetid, test_fraction)
@@ -121,7 +106,7 @@ def _pairs_by_split(
     Files are read in batches of READ_BATCH_ROWS so that a dense pixel never has to fit in memory.
     """
     for _pixel, url in files:
-        for table in _iter_pairs(url, PAIRS_SCHEMA.names, READ_BATCH_ROWS):
+        for table in iter_pairs_batches(url, PAIRS_SCHEMA.names, READ_BATCH_ROWS):
             splits = split_of(table.column("targetid").to_numpy(), test_fraction)
             index = table.schema.get_field_index("split")
             table = table.set_column(index, "split", pa.array(splits.tolist(), pa.string()))
@@ -184,14 +169,15 @@ class _ShardWriter:
 def build_hf_dataset(
     pairs_dir: str,
     out_dir: str,
-    release: str,
+    release: Release,
     rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
     test_fraction: float = TEST_FRACTION,
 ) -> HfDatasetInfo:
     """Write the Parquet shards and dataset card of ``release`` from the pairs under ``pairs_dir``.
 
     ``pairs_dir`` is the hive-partitioned pairs folder (local path or fsspec URL), ``out_dir``
-    the dataset folder (local path or fsspec URL); any previous build there is replaced. The
+    the dataset folder (local path or fsspec URL); any previous build there is replaced.
+    ``release`` (name and production) is recorded in the card. The
     train/test split is ``split_of(targetid, test_fraction)``. Raises FileNotFoundError when
     there are no pairs files, FormatError for a file that is not a pairs table, ValueError for
     a bad argument, an empty table or a TARGETID present twice.
@@ -199,10 +185,7 @@ def build_hf_dataset(
     if not 1 <= rows_per_shard <= MAX_ROWS_PER_SHARD:
         raise ValueError(f"rows_per_shard {rows_per_shard} must lie in [1, {MAX_ROWS_PER_SHARD}]")
     split_of(np.zeros(1, dtype=np.int64), test_fraction)  # validates test_fraction
-    known = release_from_name(release)
     files = list_pairs_files(pairs_dir)
-    if not files:
-        raise FileNotFoundError(f"no pairs files under {pairs_dir}/healpix=*/part-0.parquet")
     counts = _count_splits(files, test_fraction)
     if sum(counts.values()) == 0:
         raise ValueError(f"the pairs under {pairs_dir} hold no rows")
@@ -220,8 +203,8 @@ def build_hf_dataset(
         shards = tuple(name for split in SPLITS for name, *_ in writer.written[split])
         info = HfDatasetInfo(
             out_dir=out_dir,
-            release=known.name,
-            specprod=known.specprod,
+            release=release.name,
+            specprod=release.specprod,
             test_fraction=test_fraction,
             splits=splits,
             files=(*shards, CARD_NAME),
@@ -245,8 +228,11 @@ def build_hf_dataset(
 class _Stage:
     """Where a build writes, and how the finished build replaces ``out_dir``.
 
-    Local: a temporary sibling folder, renamed over ``out_dir`` on commit. Remote: ``out_dir``
-    itself; commit deletes the shards under ``data/`` that the new build did not write.
+    Local: a temporary sibling folder (``fsio.make_temp_dir``), renamed over ``out_dir`` on
+    commit; the previous build is renamed to a temporary name and then deleted. A build killed
+    on the way leaves one of those temporaries; the next build of any release sweeps it (see
+    :mod:`astroclip_core.fsio`). Remote: ``out_dir`` itself; commit deletes the shards under
+    ``data/`` that the new build did not write.
     """
 
     def __init__(self, out_dir: str) -> None:
@@ -255,9 +241,7 @@ class _Stage:
         if self.target is None:
             self.path = self.out_dir
         else:
-            self.target.parent.mkdir(parents=True, exist_ok=True)
-            prefix = f".{self.target.name}.tmp-"
-            self.path = tempfile.mkdtemp(dir=self.target.parent, prefix=prefix)
+            self.path = str(make_temp_dir(self.target))
             os.chmod(self.path, 0o755)  # mkdtemp makes it owner-only; the dataset is for sharing
 
     def abort(self) -> None:
@@ -270,7 +254,7 @@ class _Stage:
         if self.target is None:
             self._remove_stale_remote(set(files))
             return
-        old = self.target.parent / f".{self.target.name}.old-{uuid.uuid4().hex}"
+        old = temp_name(self.target)
         if self.target.exists():
             self.target.rename(old)
         Path(self.path).rename(self.target)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import HfApi
 
-from astroclip_core.fsio import filesystem, is_local
+from astroclip_core.fsio import filesystem, is_local, scratch_dir
 from astroclip_core.publish.info import CARD_NAME, DATA_FOLDER
 
 logger = logging.getLogger(__name__)
@@ -76,6 +75,10 @@ def _local_dataset_files(folder: Path) -> list[Path]:
     return [card, *shards]
 
 
+class HubPushError(RuntimeError):
+    """A push to the Hub failed; the message names the repo and the endpoint, never the token."""
+
+
 def push_to_hub(
     out_dir: str,
     repo_id: str | None = None,
@@ -95,7 +98,7 @@ def push_to_hub(
         return PushResult(pushed=False, reason=reason, repo_id=repo_id, endpoint=endpoint)
     if is_local(out_dir):
         return _push_folder(Path(out_dir.removeprefix("file://")), repo_id, token, endpoint)
-    with tempfile.TemporaryDirectory(prefix="hf-push-") as tmp:
+    with scratch_dir("hf-push") as tmp:
         fs, root = filesystem(out_dir)
         root = root.rstrip("/")
         fs.get(f"{root}/{CARD_NAME}", f"{tmp}/{CARD_NAME}")
@@ -110,15 +113,24 @@ def _push_folder(folder: Path, repo_id: str, token: str, endpoint: str | None) -
     n_bytes = sum(f.stat().st_size for f in files)
     api = HfApi(endpoint=endpoint, token=token)
     logger.info("pushing %d files (%d bytes) to dataset repo %s", len(files), n_bytes, repo_id)
-    api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=folder,
-        repo_type="dataset",
-        allow_patterns=list(UPLOAD_PATTERNS),
-        delete_patterns=[f"{DATA_FOLDER}/*.parquet"],
-        commit_message=f"Upload dataset ({len(files) - 1} shards)",
-    )
+    try:
+        api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            repo_type="dataset",
+            allow_patterns=list(UPLOAD_PATTERNS),
+            delete_patterns=[f"{DATA_FOLDER}/*.parquet"],
+            commit_message=f"Upload dataset ({len(files) - 1} shards)",
+        )
+    except Exception as err:
+        # huggingface_hub's connection errors name neither the Hub nor the endpoint. The cause
+        # is not chained (from None) so that no traceback can carry a request with the token.
+        detail = f"{type(err).__name__}: {err}".replace(token, "***")
+        raise HubPushError(
+            f"pushing dataset repo {repo_id!r} to the Hugging Face Hub at {api.endpoint} "
+            f"failed: {detail}"
+        ) from None
     logger.info("pushed %s: commit %s", repo_id, commit.oid)
     return PushResult(
         pushed=True,

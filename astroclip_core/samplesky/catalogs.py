@@ -128,7 +128,7 @@ class ObservationRows:
     sv_primary: np.ndarray
     zcat_nspec: np.ndarray
     sv_nspec: np.ndarray
-    healpix64: np.ndarray
+    coadd_pixel: np.ndarray
 
 
 def _program(targets: Targets) -> np.ndarray:
@@ -194,7 +194,7 @@ def observation_rows(
         sv_primary=sv_primary,
         zcat_nspec=counts[target],
         sv_nspec=sv_counts[target],
-        healpix64=pixels_of(targets.ra_deg[target], targets.dec_deg[target], DESI_NSIDE),
+        coadd_pixel=pixels_of(targets.ra_deg[target], targets.dec_deg[target], DESI_NSIDE),
     )
 
 

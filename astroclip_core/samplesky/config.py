@@ -11,30 +11,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from astroclip_core.releases import KNOWN_RELEASES, Release
+from astroclip_core.releases import Release
 from astroclip_core.sky.healpix import PARTITION_NSIDE, HealpixPixel
-from astroclip_core.storage import DEFAULT_STORAGE
-
-DEFAULT_ROOT = DEFAULT_STORAGE / "samplesky"
+from astroclip_core.storage import DEFAULT_STORAGE, StorageLayout
+from astroclip_core.storage import default_root as default_data_root
 
 
 @dataclass(frozen=True)
 class ReleaseFootprint:
     """One release of the sample sky.
 
-    ``pixels``: nested nside-16 pixels it covers. ``target_fraction``: the leading fraction of
-    each pixel's target pool it observes. ``surveys``: DESI surveys its targets come from; the
-    first is the main one, the others hold re-observations (repeated TARGETIDs).
+    ``name`` and ``specprod``: the release folder and the spectroscopic production it is
+    written under (``public/<name>/spectro/redux/<specprod>/``). ``pixels``: nested nside-16
+    pixels it covers. ``target_fraction``: the leading fraction of each pixel's target pool it
+    observes. ``surveys``: DESI surveys its targets come from; the first is the main one, the
+    others hold re-observations (repeated TARGETIDs).
     """
 
     name: str
+    specprod: str
     pixels: tuple[int, ...]
     target_fraction: float
     surveys: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if self.name not in KNOWN_RELEASES:
-            raise ValueError(f"release {self.name!r} is not one of {sorted(KNOWN_RELEASES)}")
+        Release(self.name, self.specprod)  # both must be lower-case identifiers
         for pixel in self.pixels:
             HealpixPixel(PARTITION_NSIDE, pixel)
         if not 0 < self.target_fraction <= 1:
@@ -45,7 +46,7 @@ class ReleaseFootprint:
     @property
     def release(self) -> Release:
         """The (name, specprod) pair."""
-        return KNOWN_RELEASES[self.name]
+        return Release(self.name, self.specprod)
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,23 @@ class DecoyRates:
 
 @dataclass(frozen=True)
 class SampleSkyConfig:
-    """Everything that determines the sample sky's bytes (with the code version)."""
+    """Everything that determines the sample sky's bytes (with the code version).
+
+    ``releases`` are generated in any subset and order with the same bytes per release, as
+    long as this tuple is only ever extended at its end: a release's rows depend on its place
+    in it and on the releases before it, and the imaging sky on the union of their pixels. So
+    a new release appended here, over pixels the others already cover, leaves every earlier
+    release's files byte-identical.
+    """
 
     seed: int = 20240611
     releases: tuple[ReleaseFootprint, ...] = (
-        ReleaseFootprint("edr", (1702, 1703, 1709), 0.8, ("sv3", "sv1")),
-        ReleaseFootprint("dr1", (1701, 1702, 1703, 1708, 1709), 1.0, ("main", "sv3", "sv1")),
+        ReleaseFootprint("edr", "fuji", (1702, 1703, 1709), 0.8, ("sv3", "sv1")),
+        ReleaseFootprint(
+            "dr1", "iron", (1701, 1702, 1703, 1708, 1709), 1.0, ("main", "sv3", "sv1")
+        ),
+        # a third release that no code names: the new-release sensor's test publishes it
+        ReleaseFootprint("dr2", "loa", (1701, 1702, 1703, 1708, 1709), 1.0, ("main", "sv3", "sv1")),
     )
     galaxies_per_pixel: int = 1250  # the target pool of one nside-16 pixel
     imaging_galaxies_per_target: float = 2.0  # extra imaging-only galaxies per pool galaxy
@@ -102,11 +114,12 @@ class SampleSkyConfig:
 SIZE_PRESETS: dict[str, SampleSkyConfig] = {
     "default": SampleSkyConfig(),
     "small": SampleSkyConfig(galaxies_per_pixel=300),
-    # Two adjacent pixels: edr has one, dr1 both, so border matches and a new pixel exist.
+    # Two adjacent pixels: edr has one, dr1 and dr2 both, so border matches and a new pixel exist.
     "tiny": SampleSkyConfig(
         releases=(
-            ReleaseFootprint("edr", (1703,), 0.8, ("sv3", "sv1")),
-            ReleaseFootprint("dr1", (1702, 1703), 1.0, ("main", "sv3", "sv1")),
+            ReleaseFootprint("edr", "fuji", (1703,), 0.8, ("sv3", "sv1")),
+            ReleaseFootprint("dr1", "iron", (1702, 1703), 1.0, ("main", "sv3", "sv1")),
+            ReleaseFootprint("dr2", "loa", (1702, 1703), 1.0, ("main", "sv3", "sv1")),
         ),
         galaxies_per_pixel=60,
         close_pair_fraction=0.1,
@@ -132,5 +145,13 @@ def preset(
 
 
 def default_root() -> Path:
-    """``storage/samplesky`` in the repository."""
-    return DEFAULT_ROOT
+    """``<data root>/samplesky``, the data root being ``$ASTROCLIP_STORAGE`` or ``storage/``.
+
+    The sample sky is a local folder (it is served from disk and locked with ``flock``), so
+    with a data root that is not local (``s3://...``) it stays in the repository's
+    ``storage/samplesky``.
+    """
+    layout = StorageLayout(default_data_root())
+    if not layout.is_local:
+        layout = StorageLayout(str(DEFAULT_STORAGE))
+    return Path(layout.samplesky_dir().removeprefix("file://"))

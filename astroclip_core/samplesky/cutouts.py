@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from scipy.spatial import cKDTree
 
 from astroclip_core.formats.legacysurvey import SWEEP_COLUMNS, read_sweep
+from astroclip_core.fsio import read_parquet
 from astroclip_core.samplesky.catalogs import catalogue_flux_noise
 from astroclip_core.samplesky.generate import bulges_path, legacysurvey_root, read_manifest
 from astroclip_core.samplesky.ids import brick_conditions, bricks_of, source_key
@@ -216,7 +216,7 @@ def _bulges_for(root: Path, cat: dict[str, np.ndarray]) -> dict[str, np.ndarray]
     path = bulges_path(root)
     if not path.exists():
         return out
-    table = pq.read_table(path)
+    table = read_parquet(str(path))
     key = source_key(cat["brickid"], cat["objid"])
     b_key = source_key(table["brickid"].to_numpy(), table["objid"].to_numpy())
     order = np.argsort(key)

@@ -136,8 +136,16 @@ def read_manifest(root: Path) -> SampleSkyConfig:
         raise FileNotFoundError(f"{path}: no sample sky here (run `astroclip sample-sky generate`)")
     raw = json.loads(path.read_text())
     raw.pop("generator_version", None)
+    for r in raw["releases"]:
+        if "specprod" not in r:
+            raise ValueError(
+                f"{path}: release {r.get('name')!r} has no specprod (written by older code); "
+                f"delete {Path(root)} to regenerate"
+            )
     releases = tuple(
-        ReleaseFootprint(r["name"], tuple(r["pixels"]), r["target_fraction"], tuple(r["surveys"]))
+        ReleaseFootprint(
+            r["name"], r["specprod"], tuple(r["pixels"]), r["target_fraction"], tuple(r["surveys"])
+        )
         for r in raw.pop("releases")
     )
     return SampleSkyConfig(releases=releases, decoys=DecoyRates(**raw.pop("decoys")), **raw)
@@ -183,9 +191,11 @@ def write_sweeps(root: Path, cfg: SampleSkyConfig, skies: dict[int, PixelSky]) -
 
 
 def _file_rng(
-    cfg: SampleSkyConfig, release: str, survey: str, program: str, hpix: int
+    cfg: SampleSkyConfig, release: str, survey: str, program: str, coadd_pixel: int
 ) -> np.random.Generator:
-    seq = np.random.SeedSequence([cfg.seed, _code(release), _code(survey), _code(program), hpix])
+    seq = np.random.SeedSequence(
+        [cfg.seed, _code(release), _code(survey), _code(program), coadd_pixel]
+    )
     return np.random.default_rng(seq)
 
 
@@ -197,15 +207,17 @@ def _write_pixel_files(
     models: dict[int, dict[str, np.ndarray]] = {}
     zparts, groups = [], []
     keys = sorted(
-        set(zip(rows.healpix64.tolist(), rows.survey.tolist(), rows.program.tolist(), strict=True))
+        set(
+            zip(rows.coadd_pixel.tolist(), rows.survey.tolist(), rows.program.tolist(), strict=True)
+        )
     )
-    for hpix, survey, program in keys:
+    for coadd_pixel, survey, program in keys:
         sel = np.flatnonzero(
-            (rows.healpix64 == hpix) & (rows.survey == survey) & (rows.program == program)
+            (rows.coadd_pixel == coadd_pixel) & (rows.survey == survey) & (rows.program == program)
         )
         sel = sel[np.argsort(targets.targetid[rows.target[sel]], kind="stable")]
         idx = rows.target[sel]
-        rng = _file_rng(cfg, fp.name, survey, program, hpix)
+        rng = _file_rng(cfg, fp.name, survey, program, coadd_pixel)
         for i in idx.tolist():
             if i not in models:
                 models[i] = model_spectrum(targets, i)
@@ -217,11 +229,11 @@ def _write_pixel_files(
         header = {
             "SURVEY": survey,
             "PROGRAM": program,
-            "HPXPIXEL": hpix,
+            "HPXPIXEL": coadd_pixel,
             "SPECPROD": fp.release.specprod,
         }
         write_coadd(
-            desi_root(root) / layout.coadd_path(fp.release, survey, program, hpix),
+            desi_root(root) / layout.coadd_path(fp.release, survey, program, coadd_pixel),
             fibermap,
             obs.flux,
             obs.ivar,
@@ -229,7 +241,7 @@ def _write_pixel_files(
             header=header,
         )
         write_redrock(
-            desi_root(root) / layout.redrock_path(fp.release, survey, program, hpix),
+            desi_root(root) / layout.redrock_path(fp.release, survey, program, coadd_pixel),
             redshifts,
             fibermap,
             header=header,
@@ -238,14 +250,14 @@ def _write_pixel_files(
         merged.update(
             SURVEY=np.full(idx.size, survey),
             PROGRAM=np.full(idx.size, program),
-            HEALPIX=np.full(idx.size, hpix, dtype=np.int32),
+            HEALPIX=np.full(idx.size, coadd_pixel, dtype=np.int32),
             SV_NSPEC=rows.sv_nspec[sel],
             SV_PRIMARY=rows.sv_primary[sel],
             ZCAT_NSPEC=rows.zcat_nspec[sel],
             ZCAT_PRIMARY=rows.zcat_primary[sel],
         )
         zparts.append({k: np.asarray(merged[k]) for k in ZCATALOG_COLUMNS})
-        groups.append((hpix, survey, program))
+        groups.append((coadd_pixel, survey, program))
     return zparts, groups
 
 
@@ -336,9 +348,14 @@ def write_release(
 def _write_tilepix(root: Path, fp: ReleaseFootprint, groups: list[tuple[int, str, str]]) -> None:
     """``healpix/tilepix.fits``: one row per (pixel, survey, program, tile)."""
     rows = [
-        (hpix, survey, program, 80000 + _code(f"{survey}{program}{hpix // 4}{k}") % 20000)
-        for hpix, survey, program in sorted(groups)
-        for k in range(1 + _code(f"{hpix}{survey}") % 2)
+        (
+            coadd_pixel,
+            survey,
+            program,
+            80000 + _code(f"{survey}{program}{coadd_pixel // 4}{k}") % 20000,
+        )
+        for coadd_pixel, survey, program in sorted(groups)
+        for k in range(1 + _code(f"{coadd_pixel}{survey}") % 2)
     ]
     cols = {name: np.array([r[i] for r in rows]) for i, name in enumerate(TILEPIX_COLUMNS)}
     rec = build_records("tilepix", cols, TILEPIX_COLUMNS)

@@ -10,37 +10,33 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.gridspec import GridSpec
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-from matplotlib.gridspec import GridSpec  # noqa: E402
-from scipy.ndimage import gaussian_filter1d  # noqa: E402
-
-from astroclip_core.formats.desi import WAVELENGTH, read_coadd, read_zcatalog  # noqa: E402
-from astroclip_core.plots import rgb_image  # noqa: E402
-from astroclip_core.releases import release_from_name  # noqa: E402
-from astroclip_core.samplesky.cutouts import CutoutRenderer, CutoutRequest  # noqa: E402
-from astroclip_core.samplesky.generate import desi_root, truth_path  # noqa: E402
-from astroclip_core.samplesky.templates import (  # noqa: E402
+from astroclip_core.formats.desi import WAVELENGTH, read_coadd, read_zcatalog
+from astroclip_core.fsio import atomic_write_bytes, read_parquet
+from astroclip_core.plots import render_png, rgb_image, smooth_spectrum
+from astroclip_core.samplesky.cutouts import CutoutRenderer, CutoutRequest
+from astroclip_core.samplesky.generate import desi_root, read_manifest, truth_path
+from astroclip_core.samplesky.templates import (
     ABSORPTION_LINES_ANGSTROM,
     EMISSION_LINES_ANGSTROM,
 )
-from astroclip_core.sources import layout  # noqa: E402
+from astroclip_core.sources import layout
 
 STAMP_PIX = 96
+SPECTRUM_SMOOTH_PIX = 7  # 5.6 Å box over the good pixels
 
 
 def _pick(release: str, root: Path, n: int) -> list[dict[str, Any]]:
     """``n`` clean galaxies spread in redshift, with their coadd file."""
-    rel = release_from_name(release)
+    rel = read_manifest(root).footprint(release).release
     zcat, _ = read_zcatalog(
         desi_root(root) / layout.zcatalog_path(rel),
         columns=["TARGETID", "SURVEY", "PROGRAM", "HEALPIX", "Z"],
     )
-    truth = pq.read_table(truth_path(root, release)).to_pylist()
+    truth = read_parquet(str(truth_path(root, release))).to_pylist()
     by_id = {row["targetid"]: row for row in truth if row["ls_ra"] is not None}
     rows = [r for r in zcat.to_pylist() if r["targetid"] in by_id]
     rows.sort(key=lambda r: r["z"])
@@ -57,7 +53,7 @@ def write_preview(root: Path | str, release: str, out: Path | str, n: int = 16) 
         raise ValueError(f"{root}: release {release} has no selected galaxies to preview")
     ncols = 2
     nrows = int(np.ceil(len(galaxies) / ncols))
-    fig = plt.figure(figsize=(8.5 * ncols, 2.3 * nrows), dpi=90)
+    fig = Figure(figsize=(8.5 * ncols, 2.3 * nrows))
     grid = fig.add_gridspec(
         nrows, 2 * ncols, width_ratios=[1, 3.2] * ncols, wspace=0.12, hspace=0.45, top=0.95
     )
@@ -68,16 +64,12 @@ def write_preview(root: Path | str, release: str, out: Path | str, n: int = 16) 
         f"Sample sky {release}: cutouts (g,r,z) and DESI spectra, lines at (1+z)$\\lambda_{{rest}}$",
         y=0.985,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(out)
+    atomic_write_bytes(str(out), render_png(fig, dpi=90, bbox_inches="tight"))
     return out
 
 
 def _panel(
-    fig: plt.Figure, grid: GridSpec, r: int, c: int, gal: dict[str, Any], renderer: CutoutRenderer
+    fig: Figure, grid: GridSpec, r: int, c: int, gal: dict[str, Any], renderer: CutoutRenderer
 ) -> None:
     req = CutoutRequest(
         ra_deg=float(gal["ls_ra"]), dec_deg=float(gal["ls_dec"]), size_pix=STAMP_PIX
@@ -94,13 +86,10 @@ def _panel(
     spec = read_coadd(path, targetids=[int(gal["targetid"])])
     flux = np.asarray(spec["flux"][0].as_py(), dtype=np.float64)
     ivar = np.asarray(spec["ivar"][0].as_py(), dtype=np.float64)
-    good = ivar > 0
-    smooth = gaussian_filter1d(np.where(good, flux, 0.0), 3) / np.maximum(
-        gaussian_filter1d(good * 1.0, 3), 1e-3
-    )
+    smooth = smooth_spectrum(flux, ivar > 0, SPECTRUM_SMOOTH_PIX)
     ax = fig.add_subplot(grid[r, 2 * c + 1])
     ax.plot(WAVELENGTH, smooth, lw=0.5, color="k")
-    lo, hi = np.percentile(smooth, [1, 99.7])
+    lo, hi = np.nanpercentile(smooth, [1, 99.7])
     ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.25 * (hi - lo))
     ax.set_xlim(WAVELENGTH[0], WAVELENGTH[-1])
     z = float(gal["z"])

@@ -10,6 +10,7 @@ parameters get a 400 with a message.
 
 from __future__ import annotations
 
+import errno
 import html
 import re
 import threading
@@ -223,7 +224,15 @@ class SampleSkyServer:
         """Bind and serve in a background thread."""
         if self._httpd is not None:
             return self
-        self._httpd = _SkyHTTPServer((self.host, self.port), self.root)
+        try:
+            self._httpd = _SkyHTTPServer((self.host, self.port), self.root)
+        except OSError as err:
+            if err.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+                raise
+            # "Address already in use" alone would not say which address failed.
+            raise OSError(
+                err.errno, f"cannot serve the sample sky on {self.host}:{self.port}: {err.strerror}"
+            ) from err
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="samplesky-http", daemon=True
         )

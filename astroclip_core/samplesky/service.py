@@ -10,8 +10,8 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 
-from astroclip_core.releases import release_from_name
-from astroclip_core.samplesky.config import DEFAULT_ROOT, SampleSkyConfig, preset
+from astroclip_core.releases import Release
+from astroclip_core.samplesky.config import SampleSkyConfig, default_root, preset
 from astroclip_core.samplesky.generate import (
     GENERATOR_VERSION,
     MANIFEST_NAME,
@@ -27,8 +27,8 @@ from astroclip_core.sources import layout
 
 
 def default_samplesky_root() -> Path:
-    """``storage/samplesky`` in the repository."""
-    return DEFAULT_ROOT
+    """``<data root>/samplesky`` (see :func:`astroclip_core.samplesky.config.default_root`)."""
+    return default_root()
 
 
 def truth_path(root: Path | str, release: str) -> Path:
@@ -36,11 +36,24 @@ def truth_path(root: Path | str, release: str) -> Path:
     return _truth_path(Path(root), release)
 
 
+def _is_written(root: Path, release: Release) -> bool:
+    zcat = desi_root(root) / layout.zcatalog_path(release)
+    return zcat.exists() and truth_path(root, release.name).exists()
+
+
 def is_published(root: Path | str, release: str) -> bool:
-    """True when ``release`` is completely written under ``root``."""
-    rel = release_from_name(release)
-    zcat = desi_root(Path(root)) / layout.zcatalog_path(rel)
-    return zcat.exists() and truth_path(root, release).exists()
+    """True when ``release`` is completely written under ``root`` (False when nothing is)."""
+    root = Path(root)
+    if not (root / MANIFEST_NAME).exists():
+        return False
+    cfg = read_manifest(root)
+    names = [fp.name for fp in cfg.releases]
+    return release in names and _is_written(root, cfg.footprint(release).release)
+
+
+def releases_of(size: str = "default", seed: int | None = None) -> list[Release]:
+    """The releases the sample sky of a size preset can generate, in generation order."""
+    return [fp.release for fp in preset(size, seed=seed).releases]
 
 
 def ensure_published(
@@ -49,10 +62,12 @@ def ensure_published(
     """Generate those of ``releases`` that are missing under ``root``; None when none were.
 
     Raises ValueError when ``root`` already holds a sample sky made with another config, or by
-    a generator that wrote different data (an older GENERATOR_VERSION).
+    a generator that wrote different data (an older GENERATOR_VERSION), and when a release is
+    not one the config describes (the message lists those it does).
     """
     root = Path(root)
     cfg: SampleSkyConfig = preset(size, seed=seed)
+    wanted = [cfg.footprint(name).release for name in releases]
     root.mkdir(parents=True, exist_ok=True)
     # Several Dagster step processes may start at once on a fresh machine: one generates,
     # the others wait on the lock and then find the releases published.
@@ -70,7 +85,7 @@ def ensure_published(
                 f"{root}: holds a sample sky written by generator version {found}, and this code "
                 f"writes version {GENERATOR_VERSION} (different data); delete it to regenerate"
             )
-        missing = [name for name in releases if not is_published(root, name)]
+        missing = [r.name for r in wanted if not _is_written(root, r)]
         return generate(root, cfg, missing) if missing else None
 
 

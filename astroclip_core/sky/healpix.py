@@ -1,7 +1,8 @@
 """HEALPix pixels: the partitioning of every table (nside 16, nested) and DESI's nside-64 files.
 
-This module owns the partition key format ``<release>-<pixel>`` used by Dagster and the
-``healpix=<pixel>`` folders of the Parquet tables.
+Names: ``pixel`` is always an nside-16 partition pixel, ``coadd_pixel`` an nside-64 DESI
+coadd pixel. This module owns the Dagster partition key format ``<release>-<pixel>``; the
+Parquet tables' partition folders belong to :mod:`astroclip_core.storage`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Why pairs on partition borders are kept exactly once: a spectrum belongs to the 
 partition that contains its own position, and that partition's imaging sources include a
 margin (:func:`in_pixel_with_margin`) at least as wide as the match radius, so a spectrum
 near the edge still sees a source that lies in the neighbouring pixel. Each spectrum is
-matched in exactly one partition, hence each pair is found exactly once overall.
+matched in exactly one partition, hence each pair is found exactly once overall. The margin
+is recorded with the sources, and :func:`require_margin_covers_radius` refuses a radius wider
+than it (as lsdb's crossmatch refuses a radius wider than its catalogue's margin).
 
 One-to-one holds within a partition: a margin source can in principle be claimed both by a
 spectrum of this pixel and by one of the neighbour; that needs two spectra on opposite sides
@@ -188,6 +190,22 @@ def id_agreement(
     return IdAgreement(n_both, n_agree, n_agree / n_both if n_both else None)
 
 
+def require_margin_covers_radius(radius_arcsec: float, margin_arcsec: float) -> None:
+    """Raise ``ValueError`` naming both when ``radius_arcsec`` exceeds ``margin_arcsec``.
+
+    ``margin_arcsec`` is the margin the imaging sources were loaded with. A spectrum near the
+    border sees only the sources within the margin outside its pixel, so a wider radius would
+    silently lose border pairs.
+    """
+    if radius_arcsec > margin_arcsec:
+        raise ValueError(
+            f"match radius_arcsec = {radius_arcsec} exceeds margin_arcsec = {margin_arcsec}, the "
+            "margin the imaging sources were fetched with: pairs near the partition border would "
+            "be lost; fetch the sources with a margin of at least the radius, or match within "
+            "the margin"
+        )
+
+
 def in_pixel_with_margin(
     ra_deg: np.ndarray, dec_deg: np.ndarray, pixel: HealpixPixel, margin_arcsec: float
 ) -> np.ndarray:
@@ -313,4 +331,5 @@ __all__ = [
     "id_agreement",
     "in_pixel_with_margin",
     "match_partition",
+    "require_margin_covers_radius",
 ]

@@ -35,31 +35,35 @@ ZCATALOG_VALIDATOR = fits_validator(("ZCATALOG",))
 
 
 @dataclass(frozen=True, order=True)
-class CoaddPixel:
-    """One healpix coadd file: survey, program and nside-64 nested pixel."""
+class CoaddFile:
+    """One healpix coadd file: survey, program and nside-64 nested coadd pixel."""
 
     survey: str
     program: str
-    hpix: int
+    coadd_pixel: int
 
     @property
     def key(self) -> str:
         """Stable name, e.g. ``sv3-dark-26065`` (the failures table's key)."""
-        return f"{self.survey}-{self.program}-{self.hpix}"
+        return f"{self.survey}-{self.program}-{self.coadd_pixel}"
 
 
-def coadd_pixels_for(
-    survey: Sequence[str], program: Sequence[str], healpix: np.ndarray
-) -> list[CoaddPixel]:
-    """The distinct coadd files holding the given targets (catalogue columns SURVEY, PROGRAM, HEALPIX)."""
-    if not len(survey) == len(program) == len(healpix):
+def coadd_files_for(
+    survey: Sequence[str], program: Sequence[str], coadd_pixel: np.ndarray
+) -> list[CoaddFile]:
+    """The distinct coadd files holding the given targets.
+
+    The three arguments are the catalogue columns SURVEY, PROGRAM and HEALPIX (the nside-64
+    coadd pixel), one value per target.
+    """
+    if not len(survey) == len(program) == len(coadd_pixel):
         raise ValueError(
-            f"survey, program and healpix must have one value per target; "
-            f"got lengths {len(survey)}, {len(program)}, {len(healpix)}"
+            f"survey, program and coadd_pixel must have one value per target; "
+            f"got lengths {len(survey)}, {len(program)}, {len(coadd_pixel)}"
         )
     unique = {
-        CoaddPixel(str(s).strip(), str(p).strip(), int(h))
-        for s, p, h in zip(survey, program, np.asarray(healpix), strict=True)
+        CoaddFile(str(s).strip(), str(p).strip(), int(h))
+        for s, p, h in zip(survey, program, np.asarray(coadd_pixel), strict=True)
     }
     return sorted(unique)
 
@@ -89,9 +93,11 @@ class DesiSource:
         """URL of one survey/program redshift catalogue."""
         return self.url(layout.zpix_path(self.release, survey, program))
 
-    def coadd_url(self, pixel: CoaddPixel) -> str:
+    def coadd_url(self, coadd: CoaddFile) -> str:
         """URL of one healpix coadd file."""
-        return self.url(layout.coadd_path(self.release, pixel.survey, pixel.program, pixel.hpix))
+        return self.url(
+            layout.coadd_path(self.release, coadd.survey, coadd.program, coadd.coadd_pixel)
+        )
 
     def fetch(
         self,
@@ -143,31 +149,33 @@ class DesiSource:
         cache: StorageLayout,
         survey: str,
         program: str,
-        hpix: int,
+        coadd_pixel: int,
         validate: Validator | None = COADD_VALIDATOR,
         policy: RetryPolicy | None = None,
         clock: RetryClock | None = None,
     ) -> str:
         """Cache path of one coadd file, fetched if needed; :class:`FetchError` on failure."""
-        relpath = layout.coadd_path(self.release, survey, program, int(hpix))
+        relpath = layout.coadd_path(self.release, survey, program, int(coadd_pixel))
         return self.fetch(relpath, cache, validate, policy, clock).cached_path()
 
     def fetch_coadds(
         self,
-        pixels: Iterable[CoaddPixel],
+        coadds: Iterable[CoaddFile],
         cache: StorageLayout,
         validate: Validator | None = COADD_VALIDATOR,
         policy: RetryPolicy | None = None,
         concurrency: int = 4,
         clock: RetryClock | None = None,
     ) -> list[FetchResult]:
-        """Fetch the coadd file of every pixel (in the given order) on ``concurrency`` threads.
+        """Fetch every coadd file (in the given order) on ``concurrency`` threads.
 
         Failed files have ``ok=False``; turn them into failure rows with :func:`coadd_failures`.
         """
         jobs = []
-        for pixel in pixels:
-            relpath = layout.coadd_path(self.release, pixel.survey, pixel.program, pixel.hpix)
+        for coadd in coadds:
+            relpath = layout.coadd_path(
+                self.release, coadd.survey, coadd.program, coadd.coadd_pixel
+            )
             jobs.append(FetchJob(self.url(relpath), cache.raw_desi(relpath)))
         return fetch_all(
             jobs,
@@ -181,9 +189,9 @@ class DesiSource:
 
 
 def coadd_failures(
-    pixels: Sequence[CoaddPixel], results: Sequence[FetchResult]
+    coadds: Sequence[CoaddFile], results: Sequence[FetchResult]
 ) -> list[FailureRecord]:
     """Failure rows (kind ``coadd``) for the failed results of :meth:`DesiSource.fetch_coadds`."""
-    if len(pixels) != len(results):
-        raise ValueError(f"{len(pixels)} pixels but {len(results)} results")
-    return [r.failure("coadd", p.key) for p, r in zip(pixels, results, strict=True) if not r.ok]
+    if len(coadds) != len(results):
+        raise ValueError(f"{len(coadds)} coadd files but {len(results)} results")
+    return [r.failure("coadd", c.key) for c, r in zip(coadds, results, strict=True) if not r.ok]

@@ -2,15 +2,22 @@
 
 The contract of :func:`fetch_file`:
 
-1. If ``dest_url`` exists it is complete (files are only ever renamed into place after they
-   were validated), so it is returned as a cache hit and nothing is requested.
+1. If ``dest_url`` exists and passes ``validate`` it is returned as a cache hit and nothing
+   is requested. Files are only ever renamed into place after they were validated, but a
+   disk, a copy or a hand can damage them later: a cached file that fails ``validate`` is
+   deleted (with a warning) and fetched again as in 2, so the cache heals itself and a bad
+   cached file is never recorded as a failure. Without a validator the cached file is
+   trusted as it is.
 2. Otherwise the file is downloaded into memory (HTTP(S) with retries, ``s3://`` anonymously
    through s3fs, any other fsspec URL through fsspec), checked by ``validate``, and only then
    written atomically to ``dest_url``.
 3. A download that fails validation is downloaded again ``policy.corrupt_refetches`` times
    (once by default). If it is still corrupt, or the remote fails permanently (a 4xx, retries
    exhausted), the result has ``ok=False`` and a ``reason``; nothing is written and the caller
-   goes on. Failures become rows of :func:`failures_table`.
+   goes on. Failures become rows of :func:`failures_table`. Only a file that is bad after a
+   fresh download is a failure.
+
+A cache hit with a validator costs one read of the cached file.
 
 Validators take ``(data, url)`` and raise ``ValueError`` (``astroclip_core.formats.FormatError``
 is one) when the bytes are not the expected file; e.g.
@@ -237,11 +244,9 @@ def fetch_file(
     """Fetch ``url`` into ``dest_url`` unless it is cached; see the module docstring for the contract."""
     policy = policy or RetryPolicy()
     shown = redact_url(url)
-    if fsio.exists(dest_url):
-        data = fsio.read_bytes(dest_url) if keep_data else None
-        fs, path = fsio.filesystem(dest_url)
-        n_bytes = len(data) if data is not None else int(fs.size(path))
-        return FetchResult(shown, dest_url, True, from_cache=True, n_bytes=n_bytes, data=data)
+    cached = _cache_hit(shown, dest_url, validate, keep_data)
+    if cached is not None:
+        return cached
     attempts, problem = 0, ""
     for download in range(1 + policy.corrupt_refetches):
         try:
@@ -269,6 +274,35 @@ def fetch_file(
         )
     reason = f"{shown}: corrupt after {1 + policy.corrupt_refetches} downloads: {problem}"
     return FetchResult(shown, dest_url, False, reason, attempts)
+
+
+def _cache_hit(
+    shown: str, dest_url: str, validate: Validator | None, keep_data: bool
+) -> FetchResult | None:
+    """The result for a usable cached ``dest_url``; None when there is none (a bad one is deleted)."""
+    if not fsio.exists(dest_url):
+        return None
+    if validate is None:
+        data = fsio.read_bytes(dest_url) if keep_data else None
+        fs, path = fsio.filesystem(dest_url)
+        n_bytes = len(data) if data is not None else int(fs.size(path))
+    else:
+        try:
+            data = fsio.read_bytes(dest_url)
+        except FileNotFoundError:  # a concurrent run found it damaged and deleted it
+            return None
+        try:
+            validate(data, dest_url)
+        except ValueError as err:
+            log.warning(
+                "cached %s is damaged (%s); deleting it and fetching it again", dest_url, err
+            )
+            fsio.remove_file(dest_url)
+            return None
+        n_bytes = len(data)
+    return FetchResult(
+        shown, dest_url, True, from_cache=True, n_bytes=n_bytes, data=data if keep_data else None
+    )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ DESI (relative to the public root, e.g. ``https://data.desi.lbl.gov/public/``)::
     <release>/spectro/redux/<specprod>/zcatalog/zall-pix-<specprod>.fits          (EDR)
     <release>/spectro/redux/<specprod>/zcatalog/v1/zall-pix-<specprod>.fits       (DR1)
     <release>/spectro/redux/<specprod>/zcatalog/zpix-<survey>-<program>.fits
-    <release>/spectro/redux/<specprod>/healpix/<survey>/<program>/<hpix//100>/<hpix>/coadd-<survey>-<program>-<hpix>.fits
+    <release>/spectro/redux/<specprod>/healpix/<survey>/<program>/<coadd_pixel//100>/<coadd_pixel>/coadd-<survey>-<program>-<coadd_pixel>.fits
     <release>/spectro/redux/<specprod>/healpix/tilepix.fits
 
 Legacy Surveys DR9 (relative to e.g. ``https://portal.nersc.gov/cfs/cosmo/data/legacysurvey/dr9/``)::
@@ -59,19 +59,22 @@ def zpix_path(release: Release, survey: str, program: str) -> str:
     return f"{specprod_root(release)}{sub}zpix-{survey}-{program}.fits"
 
 
-def healpix_dir(release: Release, survey: str, program: str, hpix: int) -> str:
-    """Folder of one nside-64 coadd pixel; the group folder is the integer ``hpix // 100``."""
-    return f"{specprod_root(release)}healpix/{survey}/{program}/{hpix // 100}/{hpix}/"
+def healpix_dir(release: Release, survey: str, program: str, coadd_pixel: int) -> str:
+    """Folder of one nside-64 coadd pixel; the group folder is ``coadd_pixel // 100``."""
+    group = coadd_pixel // 100
+    return f"{specprod_root(release)}healpix/{survey}/{program}/{group}/{coadd_pixel}/"
 
 
-def coadd_path(release: Release, survey: str, program: str, hpix: int) -> str:
+def coadd_path(release: Release, survey: str, program: str, coadd_pixel: int) -> str:
     """Path of the healpix coadd file of one survey/program/nside-64 pixel."""
-    return f"{healpix_dir(release, survey, program, hpix)}coadd-{survey}-{program}-{hpix}.fits"
+    folder = healpix_dir(release, survey, program, coadd_pixel)
+    return f"{folder}coadd-{survey}-{program}-{coadd_pixel}.fits"
 
 
-def redrock_path(release: Release, survey: str, program: str, hpix: int) -> str:
+def redrock_path(release: Release, survey: str, program: str, coadd_pixel: int) -> str:
     """Path of the Redrock file beside a healpix coadd."""
-    return f"{healpix_dir(release, survey, program, hpix)}redrock-{survey}-{program}-{hpix}.fits"
+    folder = healpix_dir(release, survey, program, coadd_pixel)
+    return f"{folder}redrock-{survey}-{program}-{coadd_pixel}.fits"
 
 
 def tilepix_path(release: Release) -> str:

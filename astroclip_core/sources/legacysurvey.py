@@ -5,7 +5,8 @@ returns a :class:`CutoutBatch`. ``ok`` (N,) says which positions got a validated
 ``(len(bands), size_pix, size_pix)`` float32 image in nanomaggies; ``images`` holds exactly
 those images, in input order (``images[k]`` belongs to ``np.flatnonzero(ok)[k]``); every
 failed position has a reason. Every response is cached under ``StorageLayout.cutout_cache``
-before it is used, so a second call for the same positions makes no request. A band that is
+before it is used, so a second call for the same positions makes no request; a cached
+cutout that no longer decodes is deleted and fetched again (``fetch_file``). A band that is
 all zeros means "no survey coverage there": it is flagged in ``no_data_bands`` and counted,
 not failed.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import requests
@@ -243,10 +244,6 @@ class LegacySurveySource:
             read_cutout, expect_bands=self.bands, expect_pixscale_arcsec=self.pixscale_arcsec
         )
         policy, clock = policy or RetryPolicy(), clock or RetryClock()
-
-        def validate(data: bytes, url: str) -> None:
-            self._checked(reader, data, url)
-
         keys = tuple(self.cutout_key(r, d) for r, d in zip(ra_deg, dec_deg, strict=True))
         jobs = [
             FetchJob(self.cutout_request_url(r, d), cache.cutout_cache(self.dr, self.layer, k))
@@ -254,17 +251,15 @@ class LegacySurveySource:
         ]
 
         def one(job: FetchJob, session: requests.Session) -> tuple[FetchResult, np.ndarray | None]:
-            result = fetch_file(
-                job.url, job.dest_url, validate, policy, session, clock, keep_data=True
-            )
-            if not result.ok or result.data is None:
-                return result, None
-            try:
-                return replace(result, data=None), self._checked(reader, result.data, job.dest_url)
-            except ValueError as err:
-                # only a cache hit can get here: fresh downloads were validated before writing
-                reason = f"cached file unreadable: {err}"
-                return replace(result, ok=False, reason=reason, data=None), None
+            # The validator decodes; the image of the bytes that passed (cached or fresh) is kept.
+            # A damaged cached file fails it and is fetched again by fetch_file.
+            decoded: list[np.ndarray] = []
+
+            def validate(data: bytes, url: str) -> None:
+                decoded.append(self._checked(reader, data, url))
+
+            result = fetch_file(job.url, job.dest_url, validate, policy, session, clock)
+            return result, decoded[-1] if result.ok else None
 
         outcomes = map_with_sessions(one, jobs, concurrency, lambda o: o[1] is not None, "cutouts")
         batch = self._assemble(outcomes, keys)

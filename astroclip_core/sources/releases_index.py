@@ -1,10 +1,12 @@
-"""Which DESI releases a public root offers: ``<root>/<release>/spectro/redux/<specprod>/``.
+"""What a DESI public root lists: ``<root>/<release>/spectro/redux/<specprod>/[zcatalog/]``.
 
 Over HTTP this reads Apache-style directory listings (``<a href="edr/">edr/</a>``; the real
 data.desi.lbl.gov uses Apache autoindex, and the sample-sky server and Python's http.server
-write the same links). Over ``s3://`` it lists prefixes with ``fs.ls``. It makes one request
-for the root and one per candidate release, with short timeouts, because the new-release
-sensor calls it under a 60 s limit.
+write the same links). Over ``s3://`` it lists prefixes with ``fs.ls``; any other fsspec folder
+(a local sample-sky tree) is listed the same way. It makes one request for the root, one per
+candidate release and one per production, with short timeouts, because the new-release sensor
+calls it under a 60 s limit. Which production a release uses is decided from these listings by
+:func:`astroclip_core.releases.discover_releases`; this module knows no release names.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ import logging
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import unquote, urljoin, urlsplit
 
 import fsspec
 
 from astroclip_core import fsio
-from astroclip_core.releases import Release
 from astroclip_core.sources.fetch import s3_filesystem
 from astroclip_core.sources.http import FetchError, RetryClock, RetryPolicy, http_get_bytes
 
@@ -32,6 +34,7 @@ INDEX_POLICY = RetryPolicy(
 )  # fmt: skip
 _NAME_RE = re.compile(r"^[a-z0-9_]+$")
 REDUX_SUBPATH = "spectro/redux/"
+ZCATALOG_FOLDER = "zcatalog"
 
 
 class _HrefParser(HTMLParser):
@@ -44,18 +47,22 @@ class _HrefParser(HTMLParser):
             self.hrefs.extend(v for k, v in attrs if k == "href" and v)
 
 
+def _hrefs(html: str) -> list[str]:
+    parser = _HrefParser()
+    parser.feed(html)
+    return parser.hrefs
+
+
 def listing_subfolders(html: str, base_url: str) -> list[str]:
     """Names of the direct subfolders linked from a directory listing page at ``base_url``.
 
     Only links that resolve to ``<base_url><name>/`` count, so parent links (``../``), sort
     links (``?C=N;O=D``), files and links elsewhere are ignored.
     """
-    parser = _HrefParser()
-    parser.feed(html)
     base = base_url if base_url.endswith("/") else base_url + "/"
     base_parts = urlsplit(base)
     names = []
-    for href in parser.hrefs:
+    for href in _hrefs(html):
         target = urlsplit(urljoin(base, href))
         elsewhere = target.netloc != base_parts.netloc
         if elsewhere or target.query or not target.path.startswith(base_parts.path):
@@ -67,14 +74,25 @@ def listing_subfolders(html: str, base_url: str) -> list[str]:
 
 
 def _http_subfolders(url: str, policy: RetryPolicy) -> list[str] | None:
-    """Subfolders of one HTTP folder; None when the folder does not exist (404)."""
-    try:
-        body, _ = http_get_bytes(url, policy, clock=RetryClock())
-    except FetchError as err:
-        if err.status == 404:
-            return None
-        raise
-    return listing_subfolders(body.decode("utf-8", errors="replace"), url)
+    """Subfolders of one HTTP folder; None when the folder does not exist (404).
+
+    A page without a single link is not a directory listing but an error page served with
+    status 200 (by a proxy, or a server in trouble), so it is asked for again, up to
+    ``policy.max_attempts`` times, before the folder is taken to be empty.
+    """
+    page = ""
+    for _ in range(policy.max_attempts):
+        try:
+            body, _ = http_get_bytes(url, policy, clock=RetryClock())
+        except FetchError as err:
+            if err.status == 404:
+                return None
+            raise
+        page = body.decode("utf-8", errors="replace")
+        if _hrefs(page):
+            break
+        log.warning("%s: the answer holds no links, so it is no listing; asking again", url)
+    return listing_subfolders(page, url)
 
 
 def _fs_subfolders(fs: fsspec.AbstractFileSystem, path: str) -> list[str] | None:
@@ -88,42 +106,60 @@ def _fs_subfolders(fs: fsspec.AbstractFileSystem, path: str) -> list[str] | None
     )
 
 
-def _releases_of(name: str, specprods: list[str] | None) -> list[Release]:
-    return [Release(name, p) for p in specprods or [] if _NAME_RE.match(p)]
+@dataclass(frozen=True, order=True)
+class ProductionListing:
+    """One ``<release>/spectro/redux/<specprod>/`` folder, and whether it holds ``zcatalog/``."""
+
+    release: str
+    specprod: str
+    has_zcatalog: bool
 
 
-def _list(root: str, subfolders: Callable[[str], list[str] | None]) -> list[Release]:
-    """Releases under ``root`` given a function listing the subfolders of a folder."""
+def _list(root: str, subfolders: Callable[[str], list[str] | None]) -> list[ProductionListing]:
+    """Productions under ``root`` given a function listing the subfolders of a folder."""
     names = subfolders(root)
     if names is None:
         raise FetchError(root, "release root not found")
     names = [n for n in names if _NAME_RE.match(n)]
-    # the per-release listings are independent: overlap their latencies
+    # the listings of one level are independent: overlap their latencies
     with ThreadPoolExecutor(max_workers=4) as pool:
-        prods = list(pool.map(lambda n: subfolders(f"{root}{n}/{REDUX_SUBPATH}"), names))
-    return [r for name, p in zip(names, prods, strict=True) for r in _releases_of(name, p)]
+        redux = [f"{root}{name}/{REDUX_SUBPATH}" for name in names]
+        prods = list(pool.map(subfolders, redux))
+        pairs = [
+            (name, prod)
+            for name, found in zip(names, prods, strict=True)
+            for prod in found or []
+            if _NAME_RE.match(prod)
+        ]
+        folders = [f"{root}{name}/{REDUX_SUBPATH}{prod}/" for name, prod in pairs]
+        contents = list(pool.map(subfolders, folders))
+    return [
+        ProductionListing(name, prod, ZCATALOG_FOLDER in (entries or []))
+        for (name, prod), entries in zip(pairs, contents, strict=True)
+    ]
 
 
-def list_releases(
+def list_productions(
     desi_root_url: str, policy: RetryPolicy = INDEX_POLICY, s3_endpoint_url: str | None = None
-) -> list[Release]:
-    """Every (release, specprod) under a DESI public root, sorted.
+) -> list[ProductionListing]:
+    """Every ``<release>/spectro/redux/<specprod>/`` folder under a DESI public root, sorted.
 
-    A folder at the root counts as a release when it has ``spectro/redux/<specprod>/``
-    subfolders; other entries (files, ``../``, folders without that path) are ignored.
-    ``desi_root_url`` is an http(s):// URL, ``s3://bucket/prefix/`` (anonymous) or any other
-    fsspec folder (a local sample-sky tree). Raises :class:`FetchError` when the root itself
-    cannot be read.
+    A folder at the root is a candidate release when it has ``spectro/redux/<specprod>/``
+    subfolders; other entries (files, ``../``, folders without that path, names that are not
+    lower-case identifiers) are ignored. ``desi_root_url`` is an http(s):// URL,
+    ``s3://bucket/prefix/`` (anonymous; ``s3_endpoint_url`` picks a custom endpoint) or any
+    other fsspec folder (a local sample-sky tree). Raises :class:`FetchError` when the root
+    itself cannot be read.
     """
     root = desi_root_url if desi_root_url.endswith("/") else desi_root_url + "/"
     if root.startswith(("http://", "https://")):
-        releases = _list(root, lambda url: _http_subfolders(url, policy))
+        found = _list(root, lambda url: _http_subfolders(url, policy))
     else:
         if root.startswith("s3://"):
             fs, path = s3_filesystem(s3_endpoint_url, policy), root[len("s3://") :]
         else:
             fs, path = fsio.filesystem(root)
             path = path.rstrip("/") + "/"
-        releases = _list(path, lambda p: _fs_subfolders(fs, p))
-    log.info("found %d releases under %s", len(releases), root)
-    return sorted(releases)
+        found = _list(path, lambda p: _fs_subfolders(fs, p))
+    log.info("found %d productions under %s", len(found), root)
+    return sorted(found)

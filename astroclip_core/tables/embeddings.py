@@ -1,9 +1,14 @@
-"""Reading and writing the embeddings table (one Parquet file per model and nside-16 pixel)."""
+"""Reading and writing the embeddings table (one Parquet file per model and nside-16 pixel).
+
+This module is the one reader and writer of the embeddings table; the schema is
+:func:`astroclip_core.tables.schemas.embeddings_schema`.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from astroclip_core import fsio
 from astroclip_core.storage import StorageLayout
@@ -38,3 +43,38 @@ def write_embeddings(
     """Write one partition's embeddings atomically, replacing any previous file; (url, bytes)."""
     url = layout.embeddings_file(release, model, pixel)
     return url, fsio.atomic_write_parquet(url, table, compression="zstd")
+
+
+def read_embeddings(url: str, columns: list[str] | None = None) -> pa.Table:
+    """Read an embeddings Parquet file or hive folder (every ``*.parquet`` below it).
+
+    The folder is read without hive partitioning: each file already holds its ``healpix``
+    column. Raises FileNotFoundError naming ``url`` when nothing is there.
+    """
+    fs, path = fsio.filesystem(url)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"no embeddings at {url}")
+    dataset = fsio.parquet_dataset(url)
+    if not dataset.files:
+        raise FileNotFoundError(f"no Parquet files under {url}")
+    return fsio.read_dataset(dataset, columns)
+
+
+def embedding_matrix(table: pa.Table, column: str) -> np.ndarray:
+    """(N, D) float32 array of a fixed-size-list (or equal-length list) embedding column."""
+    if column not in table.column_names:
+        raise ValueError(f"embeddings table lacks column {column!r}")
+    arr = table.column(column).combine_chunks()
+    if arr.null_count:
+        raise ValueError(f"column {column!r} has {arr.null_count} null rows")
+    if pa.types.is_fixed_size_list(arr.type):
+        dim = arr.type.list_size
+    elif pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+        if lengths.size and (lengths != lengths[0]).any():
+            raise ValueError(f"column {column!r} has rows of different lengths")
+        dim = int(lengths[0]) if lengths.size else 0
+    else:
+        raise ValueError(f"column {column!r} has type {arr.type}, not a list of floats")
+    values = arr.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return values.reshape(len(arr), dim)

@@ -1,23 +1,35 @@
 """Reading and writing the pairs table: one Parquet file per release and nside-16 pixel.
 
-Paths come from :mod:`astroclip_core.storage`; the schema from :mod:`astroclip_core.tables.schemas`.
-A write replaces the partition's file atomically and never appends.
+This module is the one reader and writer of the pairs table. Paths come from
+:mod:`astroclip_core.storage`; the schema and the blob encoding from
+:mod:`astroclip_core.tables.schemas`. A write replaces the partition's file atomically and
+never appends. Readers come in three shapes: Arrow tables (:func:`read_pairs`,
+:func:`read_pairs_columns`, :func:`iter_pairs_batches`), decoded arrays for training
+(:class:`PairArrays`, :func:`read_pairs_file`) and per-galaxy views for figures
+(:func:`pairs_lookup`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 
 from astroclip_core import fsio
 from astroclip_core.formats import FormatError
-from astroclip_core.storage import StorageLayout
-from astroclip_core.tables.schemas import PAIRS_SCHEMA
+from astroclip_core.storage import StorageLayout, partition_glob, pixel_from_path
+from astroclip_core.tables.schemas import PAIRS_SCHEMA, decode_blob
 
 # Row groups of ~256 pairs (~80 MB) keep reads streaming without huge pages.
 PAIRS_ROW_GROUP_SIZE = 256
+# The columns a training batch decodes, in :class:`PairArrays` field order.
+PAIR_ARRAY_COLUMNS = ("targetid", "z", "image", "flux", "ivar", "mask")
+# The columns a figure shows of one galaxy (:class:`PairView`).
+PAIR_VIEW_COLUMNS = ["targetid", "z", "image", "flux", "mask"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +53,7 @@ def write_pairs(layout: StorageLayout, release: str, pixel: int, table: pa.Table
     """Write one partition's pairs, replacing any previous file; rows sorted by targetid."""
     table = conform_pairs(table)
     if table.num_rows:
-        table = table.take(pa.compute.sort_indices(table, [("targetid", "ascending")]))
+        table = table.take(pc.sort_indices(table, [("targetid", "ascending")]))
     url = layout.pairs_file(release, pixel)
     size = fsio.atomic_write_parquet(
         url, table, row_group_size=PAIRS_ROW_GROUP_SIZE, compression="zstd", compression_level=1
@@ -50,23 +62,175 @@ def write_pairs(layout: StorageLayout, release: str, pixel: int, table: pa.Table
 
 
 def list_pairs_files(pairs_dir: str) -> list[tuple[int, str]]:
-    """``(pixel, url)`` of every ``healpix=<pix>/part-0.parquet`` under ``pairs_dir``, by pixel."""
+    """``(pixel, url)`` of every partition file under the pairs folder ``pairs_dir``, by pixel.
+
+    ``pairs_dir`` is a local path or fsspec URL. Raises FileNotFoundError naming the folder when
+    it holds no partition file, FormatError for a partition folder that is not a pixel.
+    """
     fs, root = fsio.filesystem(pairs_dir)
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     found = []
-    for path in fs.glob(f"{root.rstrip('/')}/healpix=*/part-0.parquet"):
-        folder = path.rstrip("/").split("/")[-2]
+    for path in fs.glob(partition_glob(root)):
         try:
-            pixel = int(folder.removeprefix("healpix="))
-        except ValueError:
-            raise FormatError(path, f"partition folder {folder!r} is not healpix=<int>") from None
+            pixel = pixel_from_path(path)
+        except ValueError as err:
+            raise FormatError(path, str(err)) from None
         url = path if fsio.is_local(pairs_dir) else f"{protocol}://{path.lstrip('/')}"
         found.append((pixel, url))
+    if not found:
+        raise FileNotFoundError(f"no pairs files under {partition_glob(pairs_dir)}")
     return sorted(found)
 
 
 def read_pairs(url: str, columns: list[str] | None = None) -> pa.Table:
     """Read one pairs Parquet file (local path or fsspec URL)."""
-    fs, path = fsio.filesystem(url)
-    with fs.open(path, "rb") as fh:
-        return pq.read_table(fh, columns=columns)
+    return fsio.read_parquet(url, columns)
+
+
+def read_pairs_columns(pairs_dir: str, columns: list[str]) -> pa.Table:
+    """``columns`` of every pairs file under ``pairs_dir``, concatenated in pixel order."""
+    return pa.concat_tables([read_pairs(url, columns) for _, url in list_pairs_files(pairs_dir)])
+
+
+def check_pairs_schema(url: str, schema: pa.Schema) -> None:
+    """Raise FormatError unless ``schema`` has every PAIRS_SCHEMA column with its type."""
+    for field in PAIRS_SCHEMA:
+        if field.name not in schema.names:
+            raise FormatError(url, f"pairs file lacks column {field.name!r}")
+        found = schema.field(field.name).type
+        if not found.equals(field.type):
+            raise FormatError(url, f"column {field.name!r} has type {found}, expected {field.type}")
+
+
+def iter_pairs_batches(url: str, columns: list[str], batch_rows: int) -> Iterator[pa.Table]:
+    """Batches of ``batch_rows`` rows of one pairs file, after checking its whole schema."""
+    check_pairs_schema(url, fsio.parquet_schema(url))
+    for batch in fsio.iter_parquet_batches(url, batch_rows, columns):
+        yield pa.Table.from_batches([batch])
+
+
+@dataclass(frozen=True)
+class PairArrays:
+    """Decoded pairs, row i of every array is one galaxy."""
+
+    targetid: np.ndarray  # (N,) int64
+    z: np.ndarray  # (N,) float64
+    image: np.ndarray  # (N, 3, 152, 152) float32 nanomaggies, bands g, r, z
+    flux: np.ndarray  # (N, 7781) float32, 1e-17 erg/s/cm2/A
+    ivar: np.ndarray  # (N, 7781) float32
+    mask: np.ndarray  # (N, 7781) uint8, nonzero = bad
+
+    def __len__(self) -> int:
+        return len(self.targetid)
+
+    def take(self, rows: np.ndarray) -> PairArrays:
+        """The rows at positions ``rows`` (copies)."""
+        return PairArrays(*(getattr(self, c)[rows] for c in PAIR_ARRAY_COLUMNS))
+
+
+def decode_pairs(table: pa.Table, source: str = "<table>") -> PairArrays:
+    """Decode a pairs table (PAIRS_SCHEMA columns) into arrays; non-finite pixels raise."""
+    missing = [c for c in PAIR_ARRAY_COLUMNS if c not in table.column_names]
+    if missing:
+        raise FormatError(source, f"pairs table lacks columns {missing}")
+    arrays = PairArrays(
+        targetid=table.column("targetid").to_numpy(),
+        z=table.column("z").to_numpy(zero_copy_only=False).astype(np.float64),
+        image=decode_blob("image", table.column("image")),
+        flux=decode_blob("flux", table.column("flux")),
+        ivar=decode_blob("ivar", table.column("ivar")),
+        mask=decode_blob("mask", table.column("mask")),
+    )
+    for name in ("image", "flux", "ivar"):
+        values = getattr(arrays, name)
+        # A sum is finite when every value is (one fast pass); count only when it is not.
+        if not np.isfinite(values.sum(dtype=np.float64)):
+            bad = int(np.count_nonzero(~np.isfinite(values)))
+            if bad:
+                raise FormatError(source, f"column {name!r} has {bad} non-finite values")
+    return arrays
+
+
+def read_pairs_split_column(path: str) -> np.ndarray:
+    """The ``split`` column of one pairs file, (N,) object array of str (reads only it)."""
+    return _read_table(path, ["split"]).column("split").to_numpy(zero_copy_only=False)
+
+
+def read_pairs_file(path: str, split: str | None = None) -> PairArrays:
+    """Decode one pairs file, only the rows of ``split`` when given."""
+    arrays, rows = read_pairs_split(path, split)
+    return arrays if split is None else arrays.take(rows)
+
+
+def read_pairs_split(path: str, split: str | None) -> tuple[PairArrays, np.ndarray]:
+    """All rows of one pairs file decoded as zero-copy views, and the positions (K,) of the
+    ``split`` rows among them (every position when ``split`` is None)."""
+    table = _read_table(path, [*PAIR_ARRAY_COLUMNS, "split"])
+    if split is None:
+        rows = np.arange(table.num_rows)
+    else:
+        rows = np.flatnonzero(table.column("split").to_numpy(zero_copy_only=False) == split)
+    return decode_pairs(table.drop_columns(["split"]), source=path), rows
+
+
+def _read_table(path: str, columns: Sequence[str]) -> pa.Table:
+    try:
+        return fsio.read_parquet(path, columns)
+    except KeyError as err:
+        raise FormatError(path, f"cannot read pairs columns {list(columns)}: {err}") from err
+
+
+@dataclass(frozen=True, eq=False)
+class PairView:
+    """The pixels of one galaxy for display."""
+
+    targetid: int
+    z: float
+    image: np.ndarray  # (3, H, W) float32 nanomaggies, bands g, r, z
+    flux: np.ndarray  # (7781,) float32 on WAVELENGTH, 1e-17 erg/s/cm2/Å
+    mask: np.ndarray  # (7781,) bool, True = bad pixel
+
+
+# Maps targetids to their views; raises KeyError naming any targetid it does not hold.
+PairLookup = Callable[[Sequence[int]], dict[int, PairView]]
+
+
+def _views(table: pa.Table) -> dict[int, PairView]:
+    images = decode_blob("image", table.column("image"))  # (N, 3, 152, 152)
+    fluxes = decode_blob("flux", table.column("flux"))  # (N, 7781)
+    masks = decode_blob("mask", table.column("mask")) != 0  # (N, 7781)
+    ids = table.column("targetid").to_pylist()
+    zs = table.column("z").to_pylist()
+    return {
+        int(t): PairView(int(t), float(z), images[i], fluxes[i], masks[i])
+        for i, (t, z) in enumerate(zip(ids, zs, strict=True))
+    }
+
+
+def pairs_lookup(source: pa.Table | str) -> PairLookup:
+    """A :data:`PairLookup` over a pairs table, or a pairs folder/file (local path or fsspec URL).
+
+    A folder is read lazily: each call reads only the rows of the requested targetids. Asking
+    for a targetid that is not there raises KeyError naming it.
+    """
+    if isinstance(source, pa.Table):
+        dataset: pads.Dataset = pads.dataset(source)
+    else:
+        dataset = fsio.parquet_dataset(source)
+
+    def lookup(targetids: Sequence[int]) -> dict[int, PairView]:
+        wanted = sorted({int(t) for t in targetids})
+        table = fsio.read_dataset(
+            dataset,
+            columns=PAIR_VIEW_COLUMNS,
+            filter=pc.field("targetid").isin(pa.array(wanted, pa.int64())),
+        )
+        views = _views(table)
+        missing = [t for t in wanted if t not in views]
+        if missing:
+            raise KeyError(
+                f"pairs {source if isinstance(source, str) else 'table'} lack targetids {missing}"
+            )
+        return views
+
+    return lookup

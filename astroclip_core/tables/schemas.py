@@ -1,15 +1,15 @@
-"""Arrow schemas of the pairs and embeddings tables, and the encoding of their big columns.
+"""Arrow schemas of the pairs, interim matches and embeddings tables, and the encoding of the
+pairs' big columns.
 
-This module is the one owner of both schemas.
+This module is the one owner of these schemas.
 
 Encoding choice: the image, flux, ivar and mask columns are Arrow *fixed-size binary*
 (Parquet FIXED_LEN_BYTE_ARRAY) holding the raw little-endian array bytes, with dtype and
 shape recorded in the schema metadata. A batch decodes with one ``np.frombuffer`` over the
 column's contiguous data buffer and no per-row Python work. Fixed-size-list columns hold the
-same values but decode an order of magnitude slower (issue anchor on one core: binary
-~9,800 pairs/s vs fixed-size list ~1,300 pairs/s); ``bench/bench_pairs_encoding.py`` measures
-both on this machine. The Hugging Face dataset re-encodes them as typed Array3D / Sequence
-features for people who load it with ``datasets``.
+same values but decode an order of magnitude slower; ``bench/bench_loader.py`` times both, and
+``datasets``, on the machine it runs on (figures in the README). The Hugging Face dataset
+re-encodes them as typed Array3D / Sequence features for people who load it with ``datasets``.
 """
 
 from __future__ import annotations
@@ -92,6 +92,13 @@ def blob_metadata() -> dict[bytes, bytes]:
 
 
 PAIRS_SCHEMA = pa.schema(PAIRS_FIELDS, metadata=blob_metadata())
+
+# The interim ``matches`` table of one partition (ingest/match.py writes it, ingest/pairs.py
+# reads it): per matched spectrum, the nearest imaging source's position and catalogue columns
+# and the separation, typed as the same columns of the pairs table.
+_MATCH_POSITION = ("targetid", "ra", "dec", "sep_arcsec")
+_MATCH_SOURCE = ("ls_release", "brickid", "objid", "flux_g", "flux_r", "flux_z", "ebv", "morphtype")
+MATCHES_SCHEMA = pa.schema([PAIRS_SCHEMA.field(n) for n in (*_MATCH_POSITION, *_MATCH_SOURCE)])
 
 
 def encode_blob(column: str, values: np.ndarray) -> pa.FixedSizeBinaryArray:

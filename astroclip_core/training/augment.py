@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from astroclip_core.model.image import centre_crop
-from astroclip_core.training.data import PairArrays
+from astroclip_core.tables.pairs import PairArrays
 
 
 @dataclass(frozen=True)

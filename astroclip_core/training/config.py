@@ -6,21 +6,31 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
-from astroclip_core.model.config import ModelConfig
+from astroclip_core.model.config import PRESETS, ModelConfig
 from astroclip_core.training.augment import AugmentConfig
+
+# The default run's length: the ``tiny`` preset trains for this many steps of 64 pairs, which
+# keeps ``astroclip run`` under 15 minutes on 2 CPU cores (timings and R2 in the README).
+DEFAULT_STEPS = 1700
+# Bounds that catch a typo before hours of work: 10 million steps is beyond any planned run,
+# and numpy/torch seeds are unsigned 32-bit integers.
+MAX_STEPS = 10_000_000
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run needs.
 
-    Data: ``pairs_dir`` (a hive folder, local path or fsspec URL) or an explicit ``files``
-    list; only ``split == 'train'`` rows are used. Length: ``steps``, or ``epochs`` (steps =
-    epochs x batches per epoch). ``batch_size`` is per rank; under DDP the global batch is
-    batch_size x world_size. ``stop_after_steps`` ends the process early as if killed after
-    that step's checkpoint (a test hook; the run resumes to ``steps``). History rows average
-    the steps since the previous row; make ``checkpoint_every`` a multiple of ``log_every`` so
-    that a resumed run's rows equal an uninterrupted run's.
+    The defaults here are the only ones: the Dagster asset, the runner and ``astroclip run``
+    take theirs from this class. Data: ``pairs_dir`` (a hive folder, local path or fsspec URL)
+    or an explicit ``files`` list; only ``split == 'train'`` rows are used. Length: ``steps``,
+    or ``epochs`` (steps = epochs x batches per epoch); neither gives :data:`DEFAULT_STEPS`.
+    ``batch_size`` is per rank; under DDP the global batch is batch_size x world_size.
+    ``stop_after_steps`` ends the process early as if killed after that step's checkpoint (a
+    test hook; the run resumes to ``steps``). History rows average the steps since the previous
+    row; make ``checkpoint_every`` a multiple of ``log_every`` so that a resumed run's rows
+    equal an uninterrupted run's.
     """
 
     out_dir: str
@@ -30,7 +40,7 @@ class TrainConfig:
     steps: int | None = None
     epochs: float | None = None
     batch_size: int = 64
-    lr: float = 3e-4
+    lr: float = 5e-4
     weight_decay: float = 0.05
     warmup_steps: int = 50
     min_lr_ratio: float = 0.1
@@ -50,11 +60,23 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if (self.pairs_dir is None) == (self.files is None):
             raise ValueError("give exactly one of pairs_dir and files")
-        if (self.steps is None) == (self.epochs is None):
-            raise ValueError("give exactly one of steps and epochs")
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError(f"give steps ({self.steps}) or epochs ({self.epochs}), not both")
+        if self.steps is None and self.epochs is None:
+            object.__setattr__(self, "steps", DEFAULT_STEPS)
         for name in ("batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps is not None and not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"steps must be in 1..{MAX_STEPS}, got {self.steps}")
+        if self.epochs is not None and not 0 < self.epochs <= MAX_STEPS:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if not (0 < self.lr < 1):
+            raise ValueError(f"lr must be in (0, 1), got {self.lr}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
+        if isinstance(self.model, str) and self.model not in PRESETS:
+            raise ValueError(f"unknown model preset {self.model!r}; known: {sorted(PRESETS)}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {self.device!r}")
         if self.precision not in ("fp32", "bf16"):

@@ -1,5 +1,5 @@
-"""Reading the pairs table into batches: whole-file Arrow reads and ``decode_blob``, no per-row
-Python work.
+"""Training batches from the pairs table: whole-file reads decoded by
+:func:`astroclip_core.tables.pairs.read_pairs_split`, no per-row Python work.
 
 An epoch's order is a *block shuffle* that is a pure function of (seed, epoch): the files are
 permuted, consecutive files are grouped into windows of at least ``shuffle_window_rows`` rows,
@@ -20,99 +20,24 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from astroclip_core.formats import FormatError
-from astroclip_core.fsio import filesystem
-from astroclip_core.tables import pairs as tables_pairs
-from astroclip_core.tables.schemas import decode_blob
+from astroclip_core.tables.pairs import (
+    PAIR_ARRAY_COLUMNS,
+    PairArrays,
+    read_pairs_split,
+    read_pairs_split_column,
+)
 
-PAIR_COLUMNS = ("targetid", "z", "image", "flux", "ivar", "mask")
 # Decoded bytes per row: image + flux + ivar + mask + targetid + z
 ROW_BYTES = 4 * 3 * 152 * 152 + (4 + 4 + 1) * 7781 + 8 + 8
 
 
-@dataclass(frozen=True)
-class PairArrays:
-    """Decoded pairs, row i of every array is one galaxy."""
-
-    targetid: np.ndarray  # (N,) int64
-    z: np.ndarray  # (N,) float64
-    image: np.ndarray  # (N, 3, 152, 152) float32 nanomaggies, bands g, r, z
-    flux: np.ndarray  # (N, 7781) float32, 1e-17 erg/s/cm2/A
-    ivar: np.ndarray  # (N, 7781) float32
-    mask: np.ndarray  # (N, 7781) uint8, nonzero = bad
-
-    def __len__(self) -> int:
-        return len(self.targetid)
-
-    def take(self, rows: np.ndarray) -> PairArrays:
-        """The rows at positions ``rows`` (copies)."""
-        return PairArrays(*(getattr(self, c)[rows] for c in PAIR_COLUMNS))
-
-
-def decode_pairs(table: pa.Table, source: str = "<table>") -> PairArrays:
-    """Decode a pairs table (PAIRS_SCHEMA columns) into arrays; non-finite pixels raise."""
-    missing = [c for c in PAIR_COLUMNS if c not in table.column_names]
-    if missing:
-        raise FormatError(source, f"pairs table lacks columns {missing}")
-    arrays = PairArrays(
-        targetid=table.column("targetid").to_numpy(),
-        z=table.column("z").to_numpy(zero_copy_only=False).astype(np.float64),
-        image=decode_blob("image", table.column("image")),
-        flux=decode_blob("flux", table.column("flux")),
-        ivar=decode_blob("ivar", table.column("ivar")),
-        mask=decode_blob("mask", table.column("mask")),
-    )
-    for name in ("image", "flux", "ivar"):
-        values = getattr(arrays, name)
-        # A sum is finite when every value is (one fast pass); count only when it is not.
-        if not np.isfinite(values.sum(dtype=np.float64)):
-            bad = int(np.count_nonzero(~np.isfinite(values)))
-            if bad:
-                raise FormatError(source, f"column {name!r} has {bad} non-finite values")
-    return arrays
-
-
-def list_pairs_files(pairs_dir: str) -> list[str]:
-    """The partition files under a pairs hive folder (local path or fsspec URL), by pixel."""
-    fs, root = filesystem(pairs_dir)
-    if not fs.exists(root):
-        raise FileNotFoundError(f"pairs folder {pairs_dir} does not exist")
-    files = [url for _, url in tables_pairs.list_pairs_files(pairs_dir)]
-    if not files:
-        raise FileNotFoundError(f"pairs folder {pairs_dir} holds no .parquet files")
-    return files
-
-
-def _read_table(path: str, columns: Sequence[str]) -> pa.Table:
-    fs, inner = filesystem(path)
-    try:
-        return pq.read_table(inner, columns=list(columns), filesystem=fs)
-    except (pa.ArrowInvalid, KeyError) as err:
-        raise FormatError(path, f"cannot read pairs columns {list(columns)}: {err}") from err
-
-
-def read_pairs_file(path: str, split: str | None = None) -> PairArrays:
-    """Decode one pairs file, only the rows of ``split`` when given."""
-    arrays, rows = _read_split(path, split)
-    return arrays if split is None else arrays.take(rows)
-
-
-def _read_split(path: str, split: str | None) -> tuple[PairArrays, np.ndarray]:
-    # (all rows decoded as zero-copy views, file positions of the ``split`` rows)
-    table = _read_table(path, [*PAIR_COLUMNS, "split"])
-    if split is None:
-        rows = np.arange(table.num_rows)
-    else:
-        rows = np.flatnonzero(table.column("split").to_numpy(zero_copy_only=False) == split)
-    return decode_pairs(table.drop_columns(["split"]), source=path), rows
-
-
 def _empty_batch(n: int, like: PairArrays) -> PairArrays:
     return PairArrays(
-        *(np.empty((n, *getattr(like, c).shape[1:]), getattr(like, c).dtype) for c in PAIR_COLUMNS)
+        *(
+            np.empty((n, *getattr(like, c).shape[1:]), getattr(like, c).dtype)
+            for c in PAIR_ARRAY_COLUMNS
+        )
     )
 
 
@@ -134,7 +59,7 @@ def build_index(files: Sequence[str], split: str = "train") -> PairsIndex:
     """Count each file's ``split`` rows (reads only the split column)."""
     counts, totals = [], []
     for path in files:
-        values = _read_table(path, ["split"]).column("split").to_numpy(zero_copy_only=False)
+        values = read_pairs_split_column(path)
         counts.append(int(np.count_nonzero(values == split)))
         totals.append(len(values))
     if not sum(counts):
@@ -226,11 +151,11 @@ class PairsLoader:
             # matter to the loss); each group is one np.take straight into the output.
             for fi in np.unique(f):
                 if fi not in cache:
-                    cache[fi] = _read_split(self.index.files[fi], self.split)
+                    cache[fi] = read_pairs_split(self.index.files[fi], self.split)
                 arrays, split_rows = cache[fi]
                 src = split_rows[r[f == fi]]
                 batch = batch if batch is not None else _empty_batch(self.batch_size, arrays)
-                for c in PAIR_COLUMNS:
+                for c in PAIR_ARRAY_COLUMNS:
                     out = getattr(batch, c)[start : start + len(src)]
                     np.take(getattr(arrays, c), src, axis=0, out=out)
                 start += len(src)

@@ -13,8 +13,8 @@ import pyarrow as pa
 import torch
 
 from astroclip_core.model.clip import AstroClipModel
+from astroclip_core.tables.pairs import PairArrays, decode_pairs
 from astroclip_core.training.augment import eval_inputs
-from astroclip_core.training.data import PairArrays, decode_pairs
 
 
 @torch.no_grad()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 
 import pyarrow as pa
@@ -32,13 +31,13 @@ def write_history(url: str, history: list[dict]) -> None:
 
 def write_loss_curve(url: str, history: list[dict], batch_size: int) -> None:
     """Write ``loss_curve.png``: loss and in-batch accuracy against step (atomically)."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from astroclip_core.plots import render_png
 
     steps = [row["step"] for row in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(steps, [row["loss"] for row in history], label="loss")
     view = [row.get("loss_view", math.nan) for row in history]
     if any(math.isfinite(v) for v in view):  # the scan-view term, when it is on
@@ -50,7 +49,4 @@ def write_loss_curve(url: str, history: list[dict], batch_size: int) -> None:
     ax_loss.legend()
     ax_acc.plot(steps, [row["accuracy"] for row in history])
     ax_acc.set(xlabel="step", ylabel="top-1 in batch", title="in-batch retrieval", ylim=(0, 1))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(url, buf.getvalue())
+    atomic_write_bytes(url, render_png(fig, dpi=100))

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from astroclip_core import fsio
+from astroclip_core.results import Figure, StepResult
 from astroclip_core.storage import StorageLayout
 from astroclip_core.tables.embeddings import embeddings_table, write_embeddings
 from astroclip_core.tables.pairs import read_pairs
 from astroclip_core.training.checkpoint import load_model
-from astroclip_core.training.config import TrainConfig, TrainResult
+from astroclip_core.training.config import TrainConfig
 from astroclip_core.training.embed import embed_pairs
+from astroclip_core.training.runs import plan_run, publish_run
 from astroclip_core.training.train import main as train_main
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,29 +31,71 @@ class ModelRef:
     model_path: str
 
 
-def train_release(
-    layout: StorageLayout, release: str, preset: str, run: str, fresh: bool, **train_kwargs: object
-) -> tuple[TrainResult, ModelRef]:
-    """Train ``preset`` on the release's pairs into ``models/<release>/<preset>-<run>/``.
+def model_name(preset: str, run: str) -> str:
+    """The name of a release's model folder: ``<preset>-<run>``."""
+    return f"{preset}-{run}"
 
-    An interrupted run resumes from its checkpoint; ``fresh`` deletes the folder first. On
-    success the release's ``current.json`` points at the new model.
+
+def train_release(
+    layout: StorageLayout, release: str, name: str, config: TrainConfig, fresh: bool = False
+) -> StepResult:
+    """Train ``config`` on the release's pairs and publish it as ``models/<release>/<name>/``.
+
+    ``config.out_dir`` must be that folder (``layout.model_dir(release, name)``), else
+    ``ValueError``. The run itself writes into its own work folder (see
+    :mod:`astroclip_core.training.runs`): the same config after a kill resumes from its last
+    checkpoint, a changed config starts a new run (and says so in the log), and ``fresh``
+    restarts this config's run from step 0. Only a run that reaches its last step replaces the
+    published model and then repoints ``current.json``; until then the previous model, its
+    embeddings and report stay current. A run that stops early raises ``RuntimeError``.
     """
-    name = f"{preset}-{run}"
     out_dir = layout.model_dir(release, name)
-    if fresh and fsio.exists(out_dir):
-        fs, path = fsio.filesystem(out_dir)
-        fs.rm(path, recursive=True)
-    config = TrainConfig(
-        out_dir=out_dir, model=preset, pairs_dir=layout.pairs_dir(release), **train_kwargs
-    )
-    result = train_main(config)
-    ref = ModelRef(release, name, result.paths["model"])
+    if config.out_dir != out_dir:
+        raise ValueError(
+            f"config.out_dir {config.out_dir!r} is not model {name!r}'s folder {out_dir!r}"
+        )
+    plan = plan_run(layout, release, name, config, fresh)
+    for folder in plan.discarded:
+        log.warning(
+            "the config changed since the interrupted run in %s; starting a new run", folder
+        )
+    if plan.resume_step:
+        log.info("resuming %s from its checkpoint at step %d", name, plan.resume_step)
+    elif fresh:
+        log.info("training %s from step 0 (fresh)", name)
+    result = train_main(replace(config, out_dir=plan.work_dir, resume=True))
+    if config.steps is not None and result.steps < config.steps:
+        raise RuntimeError(
+            f"training of {name} stopped at step {result.steps} of {config.steps}; the current "
+            f"model is kept and the same command resumes from {plan.work_dir}"
+        )
+    model_path = publish_run(layout, release, plan)
+    ref = ModelRef(release, name, model_path)
     fsio.atomic_write_bytes(
         layout.current_model(release),
-        json.dumps({"model": name, "model_path": ref.model_path}).encode(),
+        json.dumps({"model": name, "model_path": ref.model_path, "run_key": plan.key}).encode(),
     )
-    return result, ref
+    return StepResult(
+        outputs={"checkpoint": ref.model_path},
+        rows=None,
+        size_bytes=None,
+        metadata={
+            "model": ref.name,
+            "loss_curve": Figure(
+                fsio.read_bytes(f"{plan.published_dir}/loss_curve.png"), "loss curve"
+            ),
+            "final_loss": result.final_loss,
+            "steps": result.steps,
+            "resumed_from_step": result.resumed_from_step,
+            "run_key": plan.key,
+            "pairs_per_s": result.pairs_per_s,
+            "device": result.device,
+            "params_image": result.n_params_image,
+            "params_spectrum": result.n_params_spectrum,
+            "params_heads": result.n_params_heads,
+            "params_total": result.n_params_total,
+        },
+    )
 
 
 def current_model(layout: StorageLayout, release: str) -> ModelRef:
@@ -64,8 +111,8 @@ def current_model(layout: StorageLayout, release: str) -> ModelRef:
 
 def embed_partition(
     layout: StorageLayout, release: str, pixel: int, batch_size: int = 128, device: str = "cpu"
-) -> tuple[str, int, int]:
-    """Embed every pair of one partition with the current model; (url, rows, bytes)."""
+) -> StepResult:
+    """Embed every pair of one partition with the current model; write its embeddings table."""
     ref = current_model(layout, release)
     model = load_model(ref.model_path, device=device)
     pairs = read_pairs(layout.pairs_file(release, pixel))
@@ -74,4 +121,4 @@ def embed_partition(
         raise ValueError(f"model {ref.name} produced non-finite embeddings for {release}-{pixel}")
     table = embeddings_table(pairs, image_emb, spectrum_emb, ref.name)
     url, size = write_embeddings(layout, release, ref.name, pixel, table)
-    return url, table.num_rows, size
+    return StepResult(outputs={"path": url}, rows=table.num_rows, size_bytes=size)

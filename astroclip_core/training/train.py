@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from astroclip_core.fsio import atomic_write_bytes, read_bytes
 from astroclip_core.model.clip import AstroClipModel, build_model, resolve_model_config
 from astroclip_core.model.loss import LossTerms
+from astroclip_core.tables.pairs import list_pairs_files
 from astroclip_core.training.augment import ModelInputs, batch_generator, train_inputs
 from astroclip_core.training.checkpoint import (
     TrainState,
@@ -32,7 +33,7 @@ from astroclip_core.training.checkpoint import (
     save_model,
 )
 from astroclip_core.training.config import TrainConfig, TrainResult
-from astroclip_core.training.data import PairsLoader, build_index, list_pairs_files
+from astroclip_core.training.data import PairsLoader, build_index
 from astroclip_core.training.distributed import (
     DistInfo,
     gather_floats,
@@ -125,7 +126,11 @@ def _train(config: TrainConfig, info: DistInfo) -> TrainResult:
 
 
 def _setup(config: TrainConfig, info: DistInfo, paths: dict[str, str]) -> _Run:
-    files = list(config.files) if config.files is not None else list_pairs_files(config.pairs_dir)
+    files = (
+        list(config.files)
+        if config.files is not None
+        else [url for _, url in list_pairs_files(config.pairs_dir)]
+    )
     loader = PairsLoader(
         build_index(files, "train"),
         batch_size=config.batch_size,
