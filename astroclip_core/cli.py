@@ -190,18 +190,13 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def error_line(err: BaseException) -> str:
-    """One line for a failure: the innermost cause's message, its type when it says little.
+    """One line for a failure: its message, with the type where the message alone says little.
 
-    Orchestration layers wrap the real error (Dagster's step errors carry it as
-    ``user_exception`` or ``__cause__``); the user needs the real one, once.
+    An error that wraps a step's error (Dagster's ``user_exception``) is unwrapped to it; an
+    error raised ``from`` another keeps its own message, which is the one that names the value.
     """
-    seen: set[int] = set()
-    while id(err) not in seen:
-        seen.add(id(err))
-        inner = getattr(err, "user_exception", None) or err.__cause__
-        if not isinstance(inner, BaseException):
-            break
-        err = inner
+    while isinstance(getattr(err, "user_exception", None), BaseException):
+        err = err.user_exception
     message = " ".join(str(err).split())
     if isinstance(err, OSError | KeyError | TypeError | AttributeError) or not message:
         message = f"{type(err).__name__}: {message}" if message else type(err).__name__

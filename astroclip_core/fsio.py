@@ -27,12 +27,10 @@ being read as data.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -46,6 +44,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from astroclip_core.errors import FormatError
+from astroclip_core.processes import host_id, is_dead
 
 log = logging.getLogger(__name__)
 
@@ -147,19 +146,9 @@ def local_copy(url: str) -> Iterator[Path]:
 # Temporary names: made here, swept by the next run (see the module docstring).
 
 
-@functools.cache
-def _host() -> str:
-    """This machine's name, plus its pid namespace where there is one (containers share hosts)."""
-    name = re.sub(r"[^A-Za-z0-9.]", "", socket.gethostname()) or "host"
-    try:
-        return f"{name}.{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:
-        return name
-
-
 def temp_prefix(target_name: str) -> str:
     """This process's temporary-name prefix for ``target_name``: ``.<name>.tmp-<host>-<pid>-``."""
-    return f".{target_name}{TEMP_MARK}{_host()}-{os.getpid()}-"
+    return f".{target_name}{TEMP_MARK}{host_id()}-{os.getpid()}-"
 
 
 def make_temp_file(target: Path) -> tuple[int, str]:
@@ -241,43 +230,10 @@ def _is_stale(entry: os.DirEntry, now: float) -> bool:
         modified = entry.stat(follow_symlinks=False).st_mtime
     except FileNotFoundError:  # its writer renamed or removed it meanwhile
         return False
-    if owned is None or owned["host"] != _host():
+    dead = None if owned is None else is_dead(owned["host"], int(owned["pid"]), modified)
+    if dead is None:  # another host's, or an old-format name: judged by age alone
         return now - modified > STALE_TEMP_AGE_S
-    started = _process_start_time(int(owned["pid"]))
-    # 2 s of slack: boot time has whole seconds, and some filesystems round mtimes to 2 s
-    return started is None or started > modified + 2.0
-
-
-def _process_start_time(pid: int) -> float | None:
-    """When process ``pid`` started (Unix time), or None when no such process runs.
-
-    Without /proc (macOS) only whether it exists is known; it then counts as started at 0.
-    """
-    if not os.path.exists("/proc/self/stat"):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    if fields[0] in ("Z", "X"):  # killed and not yet reaped by its parent: gone
-        return None
-    ticks_since_boot = int(fields[19])  # field 22 of proc_pid_stat(5), "starttime"
-    return _boot_time() + ticks_since_boot / os.sysconf("SC_CLK_TCK")
-
-
-def _boot_time() -> float:
-    with open("/proc/stat") as fh:
-        for line in fh:
-            if line.startswith("btime "):
-                return float(line.split()[1])
-    raise OSError("/proc/stat has no btime line")
+    return dead
 
 
 # Parquet reading with page checksums verified.

@@ -13,6 +13,7 @@ strings joined with ``/`` so that a local folder and an object store behave the 
     failures/<release>/healpix=<pix>/<stage>.parquet     objects that could not be fetched
     hf/<release>/README.md + data/{train,test}-*.parquet
     models/<release>/<preset>-<run>/model.pt, config.json, history.parquet
+    models/<release>/.runs/<preset>-<run>/<run key>/   a training run until it finishes
     embeddings/<release>/<model>/healpix=<pix>/part-0.parquet
     reports/<release>/<model>/evaluation.json + figures
     samplesky/                                   the generated sample sky (local data roots)

@@ -157,12 +157,19 @@ class SampleSkyResource(dg.ConfigurableResource):
 
 
 class DesiSourceResource(dg.ConfigurableResource):
-    """Where DESI spectra come from: release, production and public root URL."""
+    """Where DESI spectra come from: release, production, zcatalog folder and public root URL."""
 
     release: str = Field(default="edr", description="Default release name (edr, dr1, ...).")
     specprod: str = Field(
         default="",
         description="Production of the default release; empty = read from the root's listing.",
+    )
+    zcatalog_dir: str = Field(
+        default="",
+        description=(
+            "zcatalog folder of that production (zcatalog, zcatalog/v1, ...), used only with "
+            "specprod; empty = read from the listing."
+        ),
     )
     root_url: str = Field(
         default="",
@@ -186,24 +193,33 @@ class DesiSourceResource(dg.ConfigurableResource):
         """The releases the source publishes, read from its listings, with the override applied.
 
         With no ``root_url`` that is the sample sky's folder, whose configured releases are
-        generated first unless ``generate_missing`` is False (the sensor only looks). The
-        listings are read with ``policy``, default this resource's retries.
+        generated first unless ``generate_missing`` is False (the sensor only looks). A
+        ``specprod`` override picks that production of ``release`` (whose zcatalog folder is
+        read from the listing, unless ``zcatalog_dir`` pins it too). The listings are read with
+        ``policy``, default this resource's retries.
         """
         if not self.root_url and generate_missing:
             sample_sky.publish()
         found = discover_releases(
             self.where(sample_sky),
+            specprods={self.release: self.specprod} if self.specprod else None,
             s3_endpoint_url=self.s3_endpoint_url or None,
             policy=policy or self.retry.policy(),
         )
         return [self.pinned(r.name) or r for r in found]
 
     def pinned(self, name: str) -> Release | None:
-        """The Release this resource's ``specprod`` fixes for ``name``; None when it fixes none."""
-        return Release(name, self.specprod) if name == self.release and self.specprod else None
+        """The Release this resource fixes for ``name`` without listing; None when it fixes none.
+
+        Only ``specprod`` and ``zcatalog_dir`` together fix a release (the sensor's runs carry
+        both); with ``specprod`` alone the zcatalog folder is read from the listing.
+        """
+        if name != self.release or not (self.specprod and self.zcatalog_dir):
+            return None
+        return Release(name, self.specprod, self.zcatalog_dir)
 
     def release_for(self, name: str, sample_sky: SampleSkyResource) -> Release:
-        """The Release called ``name``: the ``specprod`` override, else read from the listings.
+        """The Release called ``name``: pinned by this resource, else read from the listings.
 
         Raises :class:`astroclip_core.releases.ReleaseNotFoundError` when the source does not
         publish ``name``.
@@ -214,8 +230,13 @@ class DesiSourceResource(dg.ConfigurableResource):
         return find_release(self.published_releases(sample_sky), name, self.where(sample_sky))
 
     def settings_for(self, release: Release) -> dict[str, object]:
-        """Every setting of this resource, with ``release`` and its production pinned."""
-        return {**self.model_dump(), "release": release.name, "specprod": release.specprod}
+        """Every setting of this resource, with ``release``, its production and zcatalog pinned."""
+        return {
+            **self.model_dump(),
+            "release": release.name,
+            "specprod": release.specprod,
+            "zcatalog_dir": release.zcatalog_dir,
+        }
 
     def for_release(self, release: Release) -> DesiSourceResource:
         """This resource pinned to ``release``: its steps read the production without listing."""
@@ -225,8 +246,8 @@ class DesiSourceResource(dg.ConfigurableResource):
         """Run config that carries every setting of this resource into a run of ``release``.
 
         A sensor's run requests use it, so a requested run reads the same root, S3 endpoint,
-        retries and production as the sensor did. Every field is given, because run config
-        replaces a resource's whole configuration.
+        retries, production and zcatalog folder as the sensor did, without listing again.
+        Every field is given, because run config replaces a resource's whole configuration.
         """
         return {"resources": {"desi": {"config": self.settings_for(release)}}}
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from astroclip_core.processes import host_id, is_dead
 from astroclip_core.sky.healpix import parse_partition_key
 from astroclip_core.storage import REPO_ROOT
 from pipelines import catalog, evaluation, ingest, publish, training
@@ -47,6 +48,42 @@ def dagster_instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+# Tags naming the process that runs a step in-process, so a later command can tell a run
+# whose process was killed (still STARTED in the instance) from one that is running.
+HOST_TAG = "astroclip/host"
+PID_TAG = "astroclip/pid"
+
+
+def _process_tags() -> dict[str, str]:
+    return {HOST_TAG: host_id(), PID_TAG: str(os.getpid())}
+
+
+def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed every STARTING/STARTED run of ``astroclip run`` whose process has died.
+
+    Runs started in-process (``dagster.materialize``) have no run worker that Dagster's run
+    monitoring could check, so a kill -9 would leave them STARTED for ever. Each carries the
+    host and pid that ran it (:data:`HOST_TAG`, :data:`PID_TAG`); a run of this host whose
+    process is gone is reported failed. Runs of other hosts are left alone. Returns their ids.
+    """
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED])
+    )
+    failed = []
+    for record in records:
+        tags = record.dagster_run.tags
+        if HOST_TAG not in tags or PID_TAG not in tags:
+            continue
+        since = record.start_time or record.create_timestamp.timestamp()
+        if is_dead(tags[HOST_TAG], int(tags[PID_TAG]), since):
+            instance.report_run_failed(
+                record.dagster_run,
+                f"the process that ran it (pid {tags[PID_TAG]}) ended without finishing it",
+            )
+            failed.append(record.dagster_run.run_id)
+    return failed
+
+
 def _materialize(
     instance: dg.DagsterInstance,
     assets: list,
@@ -62,6 +99,7 @@ def _materialize(
         instance=instance,
         resources=resources,
         run_config=run_config or {},
+        tags=_process_tags(),
         raise_on_error=True,
     )
     if not result.success:
@@ -81,6 +119,8 @@ def run_all(
     nothing, when the DESI source does not publish the release.
     """
     instance = instance or dagster_instance()
+    for run_id in fail_dead_runs(instance):
+        log.warning("run %s was left STARTED by a killed process; marked failed", run_id)
     resources = resources if resources is not None else dict(defs.resources)
     summary = RunSummary()
     release = options.release

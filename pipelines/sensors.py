@@ -8,7 +8,8 @@ The sensor does three things on each tick, each guarded by a run key so nothing 
 2. every sky partition whose ``pairs`` were never materialized gets an ingest run;
 3. a release whose partitions all have pairs but no ``hf_dataset`` gets a publish run.
 Every run it requests carries the DESI resource's settings as run config (root, S3 endpoint,
-retries, and the release's production as the sensor read it or as ``specprod`` pins it).
+retries, and the release's production and zcatalog folder as the sensor read them, the
+production being the one ``specprod`` pins, if it does).
 Training is never triggered by new data: it runs when asked or on ``retrain_schedule``.
 """
 

@@ -114,3 +114,32 @@ def test_killed_training_resumes_and_never_loses_the_model(tmp_path: Path) -> No
     assert not (models / ".runs").exists()
     leftovers = [p for p in storage.rglob("*") if ".tmp" in p.name]
     assert not leftovers, leftovers
+
+
+def test_a_failure_is_one_line_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("ASTROCLIP_STORAGE", str(tmp_path / "unused"))
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    code = main(["run", "--storage", str(not_a_folder), "--sky-size", "tiny"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1 and "Not a directory" in err[0] and str(not_a_folder) in err[0], err
+
+
+def test_a_port_in_use_is_named(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import socket
+
+    from astroclip_core.samplesky.service import ensure_published
+
+    ensure_published(tmp_path / "sky", ["edr"], size="tiny")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        code = main(["sample-sky", "serve", "--root", str(tmp_path / "sky"), "--port", str(port)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert f"127.0.0.1:{port}" in err and "in use" in err, err

@@ -15,7 +15,9 @@ import pytest
 
 from astroclip_core.cli import main
 from astroclip_core.releases import Release, ReleaseNotFoundError
+from astroclip_core.samplesky.generate import desi_root
 from astroclip_core.samplesky.service import is_published
+from astroclip_core.sources import layout
 from astroclip_core.storage import REPO_ROOT
 from pipelines.partitions import register_release
 from pipelines.resources import DesiSourceResource
@@ -34,7 +36,7 @@ def test_sample_sky_generates_a_release_on_request_and_refuses_unknown_ones(tmp_
         assert instance.get_dynamic_partitions("releases") == []
         assert not is_published(sky, "dr1")
         release = register_release(instance, "dr1", res["desi"], res["sample_sky"])
-        assert release == Release("dr1", "iron") and is_published(sky, "dr1")
+        assert release == Release("dr1", "iron", "zcatalog/v1") and is_published(sky, "dr1")
         assert instance.get_dynamic_partitions("releases") == ["dr1"]
 
 
@@ -52,6 +54,26 @@ def test_a_real_archive_is_checked_against_its_listing(tmp_path):
         assert instance.get_dynamic_partitions("releases") == []
         assert register_release(instance, "edr", desi, res["sample_sky"]) == Release("edr", "fuji")
         assert instance.get_dynamic_partitions("releases") == ["edr"]
+
+
+def test_a_specprod_override_reads_its_zcatalog_folder_and_runs_carry_it(tmp_path):
+    sky = make_tiny_sky(tmp_path / "sky", ["edr"])
+    res = resources(str(tmp_path / "storage"), sky)
+    public = desi_root(sky)
+    # a rerun of edr in another production, whose catalogue is versioned
+    rerun = Release("edr", "fuji_rerun", "zcatalog/v2")
+    (public / layout.zcatalog_path(rerun)).parent.mkdir(parents=True)
+    (public / layout.zcatalog_path(rerun)).write_bytes(b"x")
+    desi = DesiSourceResource(release="edr", specprod="fuji_rerun", retry=FAST_RETRY)
+    assert desi.pinned("edr") is None  # the folder is not pinned, so it is listed
+    assert desi.release_for("edr", res["sample_sky"]) == rerun
+    config = desi.run_config(rerun)["resources"]["desi"]["config"]
+    assert (config["specprod"], config["zcatalog_dir"]) == ("fuji_rerun", "zcatalog/v2")
+    assert DesiSourceResource(**config).pinned("edr") == rerun  # a run reads it unlisted
+    with res["sample_sky"].serving(generate_missing=False) as archive:
+        listed = {**config, "zcatalog_dir": "", "root_url": archive.desi_root_url}
+        over_http = DesiSourceResource(**listed)
+        assert over_http.release_for("edr", res["sample_sky"]) == rerun
 
 
 def _fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:

@@ -4,12 +4,16 @@ every run's config, and ingesting it leaves the old release's files byte-identic
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
 
+from astroclip_core.releases import Release
+from astroclip_core.samplesky.generate import desi_root
 from astroclip_core.samplesky.service import ensure_published
 from astroclip_core.sky.healpix import parse_partition_key
+from astroclip_core.sources import layout
 from pipelines.definitions import defs
 from pipelines.jobs import ALL_JOBS
 from pipelines.resources import DesiSourceResource
@@ -72,10 +76,20 @@ def test_a_release_no_code_names_is_discovered_and_ingested_alone(tmp_path):
             ("catalog_job", "dr2", "catalog-dr2")
         ]
         assert [list(r.partition_keys) for r in first.dynamic_partitions_requests] == [["dr2"]]
-        # a specprod override on the resource is what the requested run reads
+        # a specprod override on the resource, with the zcatalog folder its listing shows, is
+        # what the requested run reads
+        rerun = Release("dr2", "loa_rerun", "zcatalog/v2")
+        rerun_zcatalog = desi_root(sky) / layout.zcatalog_path(rerun)
+        rerun_zcatalog.parent.mkdir(parents=True)
+        rerun_zcatalog.write_bytes(b"x")
         pinned = DesiSourceResource(release="dr2", specprod="loa_rerun", retry=res["desi"].retry)
         (request,) = _evaluate(instance, {**res, "desi": pinned}).run_requests
-        assert request.run_config["resources"]["desi"]["config"]["specprod"] == "loa_rerun"
+        pinned_config = request.run_config["resources"]["desi"]["config"]
+        assert (pinned_config["specprod"], pinned_config["zcatalog_dir"]) == (
+            "loa_rerun",
+            "zcatalog/v2",
+        )
+        shutil.rmtree(desi_root(sky) / layout.specprod_root(rerun))
 
         (catalog_run,) = _launch(instance, code, first)
         ingest_tick = _evaluate(instance, res)
@@ -93,6 +107,7 @@ def test_a_release_no_code_names_is_discovered_and_ingested_alone(tmp_path):
         for run in (catalog_run, *ingest_runs, publish_run):
             config = _desi_config(run)
             assert (config["release"], config["specprod"]) == ("dr2", "loa"), run.run_id
+            assert config["zcatalog_dir"] == "zcatalog/v1", run.run_id
             assert config["s3_endpoint_url"] == S3_ENDPOINT
             assert config["retry"] == res["desi"].retry.model_dump()
         assert all(parse_partition_key(k)[0] == "dr2" for k in keys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from astroclip_core.samplesky.generate import (
     desi_root,
     generate,
     legacysurvey_root,
+    read_manifest,
     truth_path,
+    write_manifest,
 )
 from astroclip_core.sky.healpix import pixels_of
 from astroclip_core.sources import layout
@@ -79,10 +82,22 @@ def test_a_third_release_leaves_the_first_two_byte_identical(tmp_path: Path) -> 
     loa = [k for k in after if k.startswith("public/dr2/spectro/redux/loa/")]
     assert any(k.endswith("zall-pix-loa.fits") for k in loa) and len(loa) > 3
     assert discover_releases(str(desi_root(tmp_path / "three"))) == [
-        Release("dr1", "iron"),
-        Release("dr2", "loa"),
-        Release("edr", "fuji"),
+        Release("dr1", "iron", "zcatalog/v1"),
+        Release("dr2", "loa", "zcatalog/v1"),
+        Release("edr", "fuji", "zcatalog"),
     ]
+
+
+def test_the_manifest_keeps_each_release_zcatalog_folder(tmp_path: Path) -> None:
+    cfg = preset("tiny")
+    write_manifest(tmp_path, cfg)
+    assert read_manifest(tmp_path) == cfg
+    assert [fp.zcatalog_dir for fp in cfg.releases] == ["zcatalog", "zcatalog/v1", "zcatalog/v1"]
+    raw = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    del raw["releases"][1]["zcatalog_dir"]  # as written before the folder was recorded
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=r"release 'dr1' has no zcatalog_dir .*older code"):
+        read_manifest(tmp_path)
 
 
 def test_other_seed_gives_other_sky(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from astroclip_core.storage import StorageLayout
 
 BUCKET = "desidata"
 EDR = KNOWN_RELEASES["edr"]
+DR1 = KNOWN_RELEASES["dr1"]  # its catalogue lies in zcatalog/v1
 COADDS = [CoaddFile("sv3", "dark", 26065), CoaddFile("sv3", "bright", 7)]
 POLICY = RetryPolicy(max_attempts=2, backoff_base_s=0.0, connect_timeout_s=2.0, read_timeout_s=5.0)
 
@@ -45,7 +46,7 @@ def s3_endpoint() -> Iterator[str]:
         for i, coadd in enumerate(COADDS):
             key = layout.coadd_path(EDR, coadd.survey, coadd.program, coadd.coadd_pixel)
             client.put_object(Bucket=BUCKET, Key=key, Body=small_fits(seed=i), ACL="public-read")
-        client.put_object(Bucket=BUCKET, Key="dr1/spectro/redux/iron/zcatalog/v1/x.fits", Body=b"x")
+        client.put_object(Bucket=BUCKET, Key=layout.zcatalog_path(DR1), Body=b"x")
         client.put_object(Bucket=BUCKET, Key=layout.zcatalog_path(EDR), Body=b"x")
         # a second production without a zcatalog: discovery takes the one that has it
         client.put_object(Bucket=BUCKET, Key="edr/spectro/redux/fuji_pre/healpix/x", Body=b"x")
@@ -79,7 +80,7 @@ def test_s3_missing_key_fails_without_retry(s3_endpoint: str, tmp_path: Path) ->
 
 def test_s3_discover_releases(s3_endpoint: str) -> None:
     releases = discover_releases("s3://desidata/", s3_endpoint_url=s3_endpoint)
-    assert releases == [Release("dr1", "iron"), Release("edr", "fuji")]
+    assert releases == [Release("dr1", "iron", "zcatalog/v1"), Release("edr", "fuji", "zcatalog")]
 
 
 def test_s3_endpoint_from_environment(

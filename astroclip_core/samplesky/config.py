@@ -25,7 +25,9 @@ class ReleaseFootprint:
     written under (``public/<name>/spectro/redux/<specprod>/``). ``pixels``: nested nside-16
     pixels it covers. ``target_fraction``: the leading fraction of each pixel's target pool it
     observes. ``surveys``: DESI surveys its targets come from; the first is the main one, the
-    others hold re-observations (repeated TARGETIDs).
+    others hold re-observations (repeated TARGETIDs). ``zcatalog_dir``: where under the
+    production its redshift catalogue is written (``zcatalog`` or ``zcatalog/v<N>``), as the
+    real releases vary it; discovery reads it back from the listing.
     """
 
     name: str
@@ -33,9 +35,10 @@ class ReleaseFootprint:
     pixels: tuple[int, ...]
     target_fraction: float
     surveys: tuple[str, ...]
+    zcatalog_dir: str
 
     def __post_init__(self) -> None:
-        Release(self.name, self.specprod)  # both must be lower-case identifiers
+        Release(self.name, self.specprod, self.zcatalog_dir)  # validates all three
         for pixel in self.pixels:
             HealpixPixel(PARTITION_NSIDE, pixel)
         if not 0 < self.target_fraction <= 1:
@@ -45,8 +48,8 @@ class ReleaseFootprint:
 
     @property
     def release(self) -> Release:
-        """The (name, specprod) pair."""
-        return Release(self.name, self.specprod)
+        """The release as discovery finds it: name, specprod and zcatalog folder."""
+        return Release(self.name, self.specprod, self.zcatalog_dir)
 
 
 @dataclass(frozen=True)
@@ -74,13 +77,28 @@ class SampleSkyConfig:
     """
 
     seed: int = 20240611
+    # zcatalog folders follow the real releases: EDR's is flat, DR1's versioned (v1)
     releases: tuple[ReleaseFootprint, ...] = (
-        ReleaseFootprint("edr", "fuji", (1702, 1703, 1709), 0.8, ("sv3", "sv1")),
         ReleaseFootprint(
-            "dr1", "iron", (1701, 1702, 1703, 1708, 1709), 1.0, ("main", "sv3", "sv1")
+            "edr", "fuji", (1702, 1703, 1709), 0.8, ("sv3", "sv1"), zcatalog_dir="zcatalog"
+        ),
+        ReleaseFootprint(
+            "dr1",
+            "iron",
+            (1701, 1702, 1703, 1708, 1709),
+            1.0,
+            ("main", "sv3", "sv1"),
+            zcatalog_dir="zcatalog/v1",
         ),
         # a third release that no code names: the new-release sensor's test publishes it
-        ReleaseFootprint("dr2", "loa", (1701, 1702, 1703, 1708, 1709), 1.0, ("main", "sv3", "sv1")),
+        ReleaseFootprint(
+            "dr2",
+            "loa",
+            (1701, 1702, 1703, 1708, 1709),
+            1.0,
+            ("main", "sv3", "sv1"),
+            zcatalog_dir="zcatalog/v1",
+        ),
     )
     galaxies_per_pixel: int = 1250  # the target pool of one nside-16 pixel
     imaging_galaxies_per_target: float = 2.0  # extra imaging-only galaxies per pool galaxy
@@ -117,9 +135,13 @@ SIZE_PRESETS: dict[str, SampleSkyConfig] = {
     # Two adjacent pixels: edr has one, dr1 and dr2 both, so border matches and a new pixel exist.
     "tiny": SampleSkyConfig(
         releases=(
-            ReleaseFootprint("edr", "fuji", (1703,), 0.8, ("sv3", "sv1")),
-            ReleaseFootprint("dr1", "iron", (1702, 1703), 1.0, ("main", "sv3", "sv1")),
-            ReleaseFootprint("dr2", "loa", (1702, 1703), 1.0, ("main", "sv3", "sv1")),
+            ReleaseFootprint("edr", "fuji", (1703,), 0.8, ("sv3", "sv1"), zcatalog_dir="zcatalog"),
+            ReleaseFootprint(
+                "dr1", "iron", (1702, 1703), 1.0, ("main", "sv3", "sv1"), zcatalog_dir="zcatalog/v1"
+            ),
+            ReleaseFootprint(
+                "dr2", "loa", (1702, 1703), 1.0, ("main", "sv3", "sv1"), zcatalog_dir="zcatalog/v1"
+            ),
         ),
         galaxies_per_pixel=60,
         close_pair_fraction=0.1,

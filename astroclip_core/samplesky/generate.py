@@ -137,14 +137,20 @@ def read_manifest(root: Path) -> SampleSkyConfig:
     raw = json.loads(path.read_text())
     raw.pop("generator_version", None)
     for r in raw["releases"]:
-        if "specprod" not in r:
-            raise ValueError(
-                f"{path}: release {r.get('name')!r} has no specprod (written by older code); "
-                f"delete {Path(root)} to regenerate"
-            )
+        for key in ("specprod", "zcatalog_dir"):
+            if key not in r:
+                raise ValueError(
+                    f"{path}: release {r.get('name')!r} has no {key} (written by older code); "
+                    f"delete {Path(root)} to regenerate"
+                )
     releases = tuple(
         ReleaseFootprint(
-            r["name"], r["specprod"], tuple(r["pixels"]), r["target_fraction"], tuple(r["surveys"])
+            r["name"],
+            r["specprod"],
+            tuple(r["pixels"]),
+            r["target_fraction"],
+            tuple(r["surveys"]),
+            zcatalog_dir=r["zcatalog_dir"],
         )
         for r in raw.pop("releases")
     )

@@ -6,11 +6,13 @@ generator writes its files at the same relative paths under a local folder.
 
 DESI (relative to the public root, e.g. ``https://data.desi.lbl.gov/public/``)::
 
-    <release>/spectro/redux/<specprod>/zcatalog/zall-pix-<specprod>.fits          (EDR)
-    <release>/spectro/redux/<specprod>/zcatalog/v1/zall-pix-<specprod>.fits       (DR1)
-    <release>/spectro/redux/<specprod>/zcatalog/zpix-<survey>-<program>.fits
+    <release>/spectro/redux/<specprod>/<zcatalog_dir>/zall-pix-<specprod>.fits
+    <release>/spectro/redux/<specprod>/<zcatalog_dir>/zpix-<survey>-<program>.fits
     <release>/spectro/redux/<specprod>/healpix/<survey>/<program>/<coadd_pixel//100>/<coadd_pixel>/coadd-<survey>-<program>-<coadd_pixel>.fits
     <release>/spectro/redux/<specprod>/healpix/tilepix.fits
+
+``<zcatalog_dir>`` is ``Release.zcatalog_dir``, read from the listing by discovery: ``zcatalog``
+in EDR/fuji, ``zcatalog/v1`` in DR1/iron (a later catalogue version would be ``zcatalog/v2``).
 
 Legacy Surveys DR9 (relative to e.g. ``https://portal.nersc.gov/cfs/cosmo/data/legacysurvey/dr9/``)::
 
@@ -47,16 +49,22 @@ def specprod_root(release: Release) -> str:
     return f"{release.name}/spectro/redux/{release.specprod}/"
 
 
+def zall_pix_name(specprod: str) -> str:
+    """``zall-pix-<specprod>.fits``: the file name of a production's all-survey catalogue."""
+    return f"zall-pix-{specprod}.fits"
+
+
 def zcatalog_path(release: Release) -> str:
-    """Path of the all-survey healpix redshift catalogue (HDU ZCATALOG)."""
-    sub = "zcatalog/v1/" if release.name != "edr" else "zcatalog/"
-    return f"{specprod_root(release)}{sub}zall-pix-{release.specprod}.fits"
+    """Path of the all-survey healpix redshift catalogue (HDU ZCATALOG) of ``release``.
+
+    It lies in ``release.zcatalog_dir``, the folder discovery found it in.
+    """
+    return f"{specprod_root(release)}{release.zcatalog_dir}/{zall_pix_name(release.specprod)}"
 
 
 def zpix_path(release: Release, survey: str, program: str) -> str:
     """Path of one survey/program healpix redshift catalogue, e.g. ``zpix-sv3-dark.fits``."""
-    sub = "zcatalog/v1/" if release.name != "edr" else "zcatalog/"
-    return f"{specprod_root(release)}{sub}zpix-{survey}-{program}.fits"
+    return f"{specprod_root(release)}{release.zcatalog_dir}/zpix-{survey}-{program}.fits"
 
 
 def healpix_dir(release: Release, survey: str, program: str, coadd_pixel: int) -> str:

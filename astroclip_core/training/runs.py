@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 from dataclasses import dataclass
 
 from astroclip_core import fsio
@@ -91,7 +92,8 @@ def _checkpoint_step(work_dir: str) -> int:
 
     try:
         state = load_checkpoint(f"{work_dir}/{CHECKPOINT_FILE}")
-    except Exception as err:  # an unreadable checkpoint cannot be resumed: say so, start over
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as err:
+        # A torn or foreign checkpoint cannot be resumed: say so and start this run over.
         log.warning("checkpoint in %s is unreadable (%s); starting this run over", work_dir, err)
         _rm(work_dir)
         return 0
