@@ -203,9 +203,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path) -> None:
     with pytest.raises(FormatError, match="healpix column 9 in the folder of pixel 8"):
         build_hf_dataset(layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), EDR)
     with pytest.raises(ValueError, match="rows_per_shard"):
-        build_hf_dataset(
-            layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), EDR, rows_per_shard=0
-        )
+        build_hf_dataset(layout.pairs_dir(RELEASE), layout.hf_dir(RELEASE), EDR, rows_per_shard=0)
     assert not (tmp_path / "hf").exists() or not any((tmp_path / "hf").iterdir())
     assert [p for p, _ in list_pairs_files(layout.pairs_dir(RELEASE))] == [4, 8]
 
@@ -216,9 +214,7 @@ def test_small_read_batches_give_the_same_shards(tmp_path, monkeypatch: pytest.M
     write_pairs(root, RELEASE, {11: 7, 12: 6})
     whole = build_hf_dataset(layout.pairs_dir(RELEASE), f"{root}/whole", EDR, rows_per_shard=4)
     monkeypatch.setattr(publish_dataset, "READ_BATCH_ROWS", 3)
-    batched = build_hf_dataset(
-        layout.pairs_dir(RELEASE), f"{root}/batched", EDR, rows_per_shard=4
-    )
+    batched = build_hf_dataset(layout.pairs_dir(RELEASE), f"{root}/batched", EDR, rows_per_shard=4)
     assert batched.files == whole.files
     for name in whole.files[:-1]:
         assert pq.read_table(f"{root}/batched/{name}").equals(pq.read_table(f"{root}/whole/{name}"))
