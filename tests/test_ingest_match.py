@@ -8,9 +8,9 @@ import pytest
 from astroclip_core import fsio
 from astroclip_core.ingest.imaging import record_margin, recorded_margin_arcsec
 from astroclip_core.ingest.match import match_partition_stage
-from astroclip_core.ingest.stage import read_interim, write_interim
 from astroclip_core.sky.partition_match import require_margin_covers_radius
 from astroclip_core.storage import StorageLayout
+from astroclip_core.tables.interim import read_interim, write_interim
 
 RELEASE, PIXEL = "edr", 1703
 

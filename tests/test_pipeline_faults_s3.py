@@ -16,7 +16,6 @@ import fitsio
 import pytest
 import s3fs
 
-from astroclip_core.ingest.stage import read_failures
 from astroclip_core.sources.faults import FaultConfig, FaultServer, proxy_backend
 from astroclip_core.sources.layout import (
     SAMPLESKY_CUTOUT_PATH,
@@ -24,6 +23,7 @@ from astroclip_core.sources.layout import (
     SAMPLESKY_LEGACYSURVEY_PREFIX,
 )
 from astroclip_core.storage import StorageLayout
+from astroclip_core.tables.interim import read_failures
 from pipelines.runner import RunOptions, run_all
 from tests.pipeline_support import make_tiny_sky, read_pairs_folder, resources, tables_equal
 

@@ -43,8 +43,10 @@ def test_two_process_ddp_keeps_ranks_in_sync(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(reports) == 2
+    assert "global batch 8 (4 per rank x 2 ranks)" in proc.stderr  # rank 0 logs it once
     for report in reports:
         assert report["world_size"] == 2 and report["steps"] == 4
+        assert report["global_batch_size"] == 8
         checksums = report["rank_weight_checksums"]
         assert len(checksums) == 2 and checksums[0] == checksums[1]
     model = load_model(str(tmp_path / "run" / "model.pt"))

@@ -57,6 +57,7 @@ def _same_weights(a: str, b: str) -> bool:
 def test_run_writes_its_outputs(pairs_dir, tmp_path) -> None:
     result = main(_config(pairs_dir, tmp_path / "run"))
     assert result.steps == 8 and result.resumed_from_step == 0
+    assert result.world_size == 1 and result.global_batch_size == 8
     for name in ("model", "config", "history", "loss_curve", "checkpoint"):
         assert Path(result.paths[name]).stat().st_size > 0
     history = pq.read_table(result.paths["history"]).to_pydict()

@@ -7,11 +7,11 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from astroclip_core.ingest.stage import read_interim, write_failures, write_interim
 from astroclip_core.results import StepResult
-from astroclip_core.sources.fetch import FailureRecord
+from astroclip_core.sources.fetch import FailureRecord, failures_table
 from astroclip_core.sources.http import RetryPolicy
 from astroclip_core.storage import StorageLayout
+from astroclip_core.tables.interim import read_interim, write_failures, write_interim
 from astroclip_core.tables.schemas import encode_blob
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def fetch_partition_cutouts(
         )
         for i in failed
     ]
-    failures_path = write_failures(layout, STAGE, release, pixel, records)
+    failures_path = write_failures(layout, STAGE, release, pixel, failures_table(records))
     log.info(
         f"cutouts {release}-{pixel}: fetched {int(good.sum())}/{len(tid)} ({len(failed)} failed)"
     )

@@ -11,15 +11,15 @@ import pyarrow.compute as pc
 
 from astroclip_core import fsio
 from astroclip_core.formats.legacysurvey import read_sweep
-from astroclip_core.ingest.stage import write_failures, write_interim
 from astroclip_core.results import StepResult
 from astroclip_core.sky.healpix import PARTITION_NSIDE, HealpixPixel
 from astroclip_core.sky.partition_match import DEFAULT_MARGIN_ARCSEC, in_pixel_with_margin
-from astroclip_core.sources.fetch import FailureRecord
+from astroclip_core.sources.fetch import FailureRecord, failures_table
 from astroclip_core.sources.http import FetchError, RetryPolicy
 from astroclip_core.sources.layout import DR9_NORTH_DEC_MIN_DEG
 from astroclip_core.sources.legacysurvey import sweep_boxes_covering
 from astroclip_core.storage import StorageLayout
+from astroclip_core.tables.interim import write_failures, write_interim
 
 log = logging.getLogger(__name__)
 STAGE = "sources"
@@ -145,7 +145,7 @@ def fetch_partition_sources(
     )
     sources = record_margin(sources, margin_arcsec)
     size = write_interim(layout, STAGE, release, pixel, sources)
-    write_failures(layout, STAGE, release, pixel, failures)
+    write_failures(layout, STAGE, release, pixel, failures_table(failures))
     log.info(
         "sources %s-%d: %d sources from %d sweep files", release, pixel, sources.num_rows, n_files
     )

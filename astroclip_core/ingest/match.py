@@ -9,7 +9,6 @@ import pyarrow as pa
 
 from astroclip_core.ingest.catalog import partition_targets
 from astroclip_core.ingest.imaging import recorded_margin_arcsec
-from astroclip_core.ingest.stage import read_interim, write_interim
 from astroclip_core.results import Figure, MetadataEntry, StepResult
 from astroclip_core.sky.healpix import PARTITION_NSIDE, HealpixPixel
 from astroclip_core.sky.partition_match import (
@@ -24,6 +23,7 @@ from astroclip_core.sky.partition_match import (
     require_margin_covers_radius,
 )
 from astroclip_core.storage import StorageLayout
+from astroclip_core.tables.interim import read_interim, write_interim
 from astroclip_core.tables.schemas import MATCHES_SCHEMA
 
 log = logging.getLogger(__name__)

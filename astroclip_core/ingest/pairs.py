@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from astroclip_core.ingest.catalog import partition_targets
-from astroclip_core.ingest.stage import read_failures, read_interim
 from astroclip_core.results import CheckOutcome, Figure, MetadataEntry, SmallTable, StepResult
 from astroclip_core.storage import StorageLayout
+from astroclip_core.tables.interim import read_failures, read_interim
 from astroclip_core.tables.pairs import write_pairs
 from astroclip_core.tables.schemas import IMAGE_SHAPE, MATCHES_SCHEMA, PAIRS_SCHEMA, decode_blob
 from astroclip_core.tables.splits import split_of

@@ -10,11 +10,11 @@ import pyarrow as pa
 from astroclip_core import fsio
 from astroclip_core.formats.desi import read_coadd_arrays
 from astroclip_core.ingest.catalog import partition_targets
-from astroclip_core.ingest.stage import write_failures, write_interim
 from astroclip_core.results import StepResult
-from astroclip_core.sources.fetch import FailureRecord
+from astroclip_core.sources.fetch import FailureRecord, failures_table
 from astroclip_core.sources.http import FetchError, RetryPolicy
 from astroclip_core.storage import StorageLayout
+from astroclip_core.tables.interim import write_failures, write_interim
 from astroclip_core.tables.schemas import encode_blob
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def fetch_partition_spectra(
         }
     )
     size = write_interim(layout, STAGE, release, pixel, table)
-    write_failures(layout, STAGE, release, pixel, failures)
+    write_failures(layout, STAGE, release, pixel, failures_table(failures))
     return StepResult(
         {"path": layout.interim_file(release, pixel, STAGE)},
         table.num_rows,

@@ -42,6 +42,9 @@ class AstroClipModel(nn.Module):
     With ``config.scan_view.weight`` > 0 the model also owns a :class:`ScanViewHead`, and
     ``forward`` takes ``view_flux``: the same spectra under another noise draw, whose line scan
     is the second view of each spectrum (see :class:`~astroclip_core.model.config.ScanViewConfig`).
+
+    Under DDP ``forward`` is a collective: both loss terms contrast this rank's rows against the
+    global batch (:mod:`astroclip_core.model.loss`).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -100,7 +103,8 @@ class AstroClipModel(nn.Module):
         scan = self.spectrum_encoder.line_scan(view_flux, valid)  # (B, n_z * C), no parameters
         view = self.scan_view_head(scan)
         # The view term uses the image-spectrum logit scale (detached in LossTerms): only the
-        # image-spectrum term trains the scale.
+        # image-spectrum term trains the scale. Under DDP info_nce all-gathers both (B, D)
+        # inputs too, so the view's negatives also span the global batch.
         with torch.autocast(device_type=view.device.type, enabled=False):
             loss_view = info_nce(spectrum.float(), view.float(), terms.logit_scale)
         return replace(

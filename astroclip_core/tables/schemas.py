@@ -157,3 +157,17 @@ def embeddings_schema(dim: int) -> pa.Schema:
             pa.field("model", pa.string(), nullable=False),
         ]
     )
+
+
+# The per-partition, per-stage failures table: what could not be fetched, and why. Rows are
+# built by astroclip_core.sources.fetch.failures_table; astroclip_core.tables.interim writes
+# and reads it.
+FAILURES_SCHEMA = pa.schema(
+    [
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("url", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("attempts", pa.int32(), nullable=False),
+    ]
+)

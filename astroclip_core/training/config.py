@@ -26,7 +26,8 @@ class TrainConfig:
     take theirs from this class. Data: ``pairs_dir`` (a hive folder, local path or fsspec URL)
     or an explicit ``files`` list; only ``split == 'train'`` rows are used. Length: ``steps``,
     or ``epochs`` (steps = epochs x batches per epoch); neither gives :data:`DEFAULT_STEPS`.
-    ``batch_size`` is per rank; under DDP the global batch is batch_size x world_size.
+    ``batch_size`` is per rank; under DDP the global batch is batch_size x world_size, and the
+    loss contrasts every pair against all of it.
     ``stop_after_steps`` ends the process early as if killed after that step's checkpoint (a
     test hook; the run resumes to ``steps``). History rows average the steps since the previous
     row; make ``checkpoint_every`` a multiple of ``log_every`` so that a resumed run's rows
@@ -120,6 +121,8 @@ class TrainResult:
     n_params_total: int
     device: str
     world_size: int
+    # batch_size x world_size: the rows of one step, all of them negatives for each other
+    global_batch_size: int
     resumed_from_step: int  # 0 for a fresh run
     paths: dict[str, str]  # name -> path: model, config, history, loss_curve, checkpoint
     rank_weight_checksums: tuple[float, ...]  # one per rank; equal when DDP kept them in sync

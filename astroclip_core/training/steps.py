@@ -89,6 +89,7 @@ def train_release(
             "resumed_from_step": result.resumed_from_step,
             "run_key": plan.key,
             "pairs_per_s": result.pairs_per_s,
+            "global_batch_size": result.global_batch_size,
             "device": result.device,
             "params_image": result.n_params_image,
             "params_spectrum": result.n_params_spectrum,

@@ -99,15 +99,22 @@ def _train(config: TrainConfig, info: DistInfo) -> TrainResult:
     paths = RunPaths(config.out_dir).as_dict()
     run = _setup(config, info, paths)
     resumed_from = run.step
+    global_batch = config.batch_size * info.world_size
     if info.is_main:
         atomic_write_bytes(paths["config"], config.to_json().encode())
+        # the rows whose pairs are each other's negatives (the loss gathers across ranks)
+        log.info(
+            "global batch %d (%d per rank x %d ranks); steps %d..%d on %s",
+            *(global_batch, config.batch_size, info.world_size),
+            *(run.step + 1, run.total_steps, info.device),
+        )
     pairs_per_s = _loop(config, info, run, paths)
     checksum = sum(float(p.detach().double().square().sum()) for p in run.model.parameters())
     checksums = gather_floats(checksum, info)
     if info.is_main and run.step == run.total_steps:
         save_model(paths["model"], run.model, extra={"steps": run.step})
         write_history(paths["history"], run.history)
-        write_loss_curve(paths["loss_curve"], run.history, config.batch_size * info.world_size)
+        write_loss_curve(paths["loss_curve"], run.history, global_batch)
     counts = run.model.param_counts()
     return TrainResult(
         steps=run.step,
@@ -119,6 +126,7 @@ def _train(config: TrainConfig, info: DistInfo) -> TrainResult:
         n_params_total=counts.total,
         device=str(info.device),
         world_size=info.world_size,
+        global_batch_size=global_batch,
         resumed_from_step=resumed_from,
         paths=paths,
         rank_weight_checksums=checksums,
@@ -319,6 +327,7 @@ def cli(argv: list[str] | None = None) -> int:
                 "final_loss": result.final_loss,
                 "pairs_per_s": result.pairs_per_s,
                 "world_size": result.world_size,
+                "global_batch_size": result.global_batch_size,
                 "rank_weight_checksums": list(result.rank_weight_checksums),
             }
         )

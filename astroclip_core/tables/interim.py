@@ -1,13 +1,14 @@
-"""Shared pieces of the per-partition steps: the one reader and writer of the interim and
-failures tables."""
+"""The interim tables of the per-partition steps (spectra, sources, matches, cutouts) and their
+failures tables: this module is their one reader and writer. Paths come from
+:mod:`astroclip_core.storage`."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
 from astroclip_core import fsio
-from astroclip_core.sources.fetch import FailureRecord, failures_table
 from astroclip_core.storage import StorageLayout
+from astroclip_core.tables.schemas import FAILURES_SCHEMA
 
 
 def write_interim(
@@ -18,11 +19,19 @@ def write_interim(
 
 
 def write_failures(
-    layout: StorageLayout, stage: str, release: str, pixel: int, records: list[FailureRecord]
+    layout: StorageLayout, stage: str, release: str, pixel: int, failures: pa.Table
 ) -> str:
-    """Write (replace) one stage's failures table for one partition, even when empty."""
+    """Write (replace) one stage's failures table for one partition, even when empty.
+
+    ``failures`` has :data:`~astroclip_core.tables.schemas.FAILURES_SCHEMA` (built from fetch
+    records by :func:`astroclip_core.sources.fetch.failures_table`); another schema raises.
+    """
+    if not failures.schema.equals(FAILURES_SCHEMA):
+        raise ValueError(
+            f"failures table for {release}-{pixel} ({stage}) has schema {failures.schema}"
+        )
     url = layout.failures_file(release, pixel, stage)
-    fsio.atomic_write_parquet(url, failures_table(records))
+    fsio.atomic_write_parquet(url, failures)
     return url
 
 
