@@ -2,7 +2,8 @@
 
 Local paths are written to a temporary name in the same folder and renamed, so a crash never
 leaves a half-written file. Object stores (s3://...) make a PUT visible only once it is
-complete, so a single put is already atomic there.
+complete, so a single put is already atomic there. A file too large for memory (a download)
+is written in chunks to a :func:`staged_file` and published by its ``commit``.
 
 **Temporary names.** Every temporary file or folder the project makes is named
 ``.<target>.tmp-<host>-<pid>-<random>`` (:func:`temp_prefix`): the name it will replace, and
@@ -35,8 +36,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
+from typing import BinaryIO
 
 import fsspec
 import pyarrow as pa
@@ -141,6 +143,57 @@ def local_copy(url: str) -> Iterator[Path]:
         local = tmp / f"copy{suffix}"
         fs.get_file(path, str(local))
         yield local
+
+
+class StagedFile:
+    """A temporary local file that replaces ``url`` on :meth:`commit` (see :func:`staged_file`).
+
+    ``fh`` is open ``w+b``; ``path`` is where it lies, for readers (validators) of what was
+    written so far (flush ``fh`` first).
+    """
+
+    def __init__(self, url: str, path: Path, fh: BinaryIO) -> None:
+        self.url, self.path, self.fh = url, path, fh
+        self.committed = False
+
+    def commit(self) -> None:
+        """Close the file and put it at ``url``: renamed into place, or uploaded when remote."""
+        self.fh.close()
+        if is_local(self.url):
+            os.chmod(self.path, 0o644)  # mkstemp creates 0600; published files are world-readable
+            os.replace(self.path, _local_path(self.url))
+        else:
+            fs, path = filesystem(self.url)
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            fs.put_file(str(self.path), path)  # s3fs uploads it in parts, from the file
+        self.committed = True
+
+
+@contextmanager
+def staged_file(url: str) -> Iterator[StagedFile]:
+    """A temporary file to write ``url``'s new content into, in chunks; commit to publish it.
+
+    For a local ``url`` the temporary lies beside it under a :func:`temp_prefix` name (so the
+    next run sweeps it away if this process is killed) and commit renames it into place:
+    readers see the old file or the whole new one, never a half-written one. For a remote
+    ``url`` (s3://) it lies in a :func:`scratch_dir` and commit uploads it with ``put_file``
+    (an object-store PUT becomes visible only once complete). Left uncommitted, for any
+    reason, the temporary is removed on exit and ``url`` is untouched.
+    """
+    with ExitStack() as stack:
+        if is_local(url):
+            fd, tmp = make_temp_file(_local_path(url))
+            path = Path(tmp)
+        else:
+            path = stack.enter_context(scratch_dir("staged")) / "staged"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        staged = StagedFile(url, path, os.fdopen(fd, "w+b"))
+        try:
+            yield staged
+        finally:
+            staged.fh.close()
+            if not staged.committed:
+                path.unlink(missing_ok=True)
 
 
 # Temporary names: made here, swept by the next run (see the module docstring).

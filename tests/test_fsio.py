@@ -131,3 +131,20 @@ def test_next_write_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
     assert sorted(hf.iterdir()) == [built]
     fsio.atomic_write_bytes(str(hf / "edr.json"), b"{}")
     assert sorted(p.name for p in hf.iterdir()) == sorted([built.name, "edr.json"])
+
+
+def test_staged_file_publishes_only_on_commit(tmp_path: Path) -> None:
+    target = tmp_path / "cache" / "big.fits"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="broke off"), fsio.staged_file(str(target)) as staged:
+        staged.fh.write(b"half of the new")
+        assert staged.path.parent == target.parent and staged.path.name.startswith(".big.fits.tmp-")
+        raise RuntimeError("the download broke off")
+    assert target.read_bytes() == b"old" and sorted(target.parent.iterdir()) == [target]
+    with fsio.staged_file(str(target)) as staged:
+        for _ in range(3):
+            staged.fh.write(b"chunk ")
+        staged.commit()
+    assert target.read_bytes() == b"chunk chunk chunk " and target.stat().st_mode & 0o777 == 0o644
+    assert sorted(target.parent.iterdir()) == [target]

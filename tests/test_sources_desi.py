@@ -59,9 +59,14 @@ def test_coadd_pixels_are_the_distinct_files_of_the_targets() -> None:
         coadd_files_for(["sv3"], ["dark"], np.array([1, 2]))
 
 
-def test_coadd_validator_accepts_a_real_coadd_and_rejects_damage() -> None:
+def test_coadd_validator_accepts_a_real_coadd_and_rejects_damage(tmp_path: Path) -> None:
     data = REAL_COADD.read_bytes()
     COADD_VALIDATOR(data, "real")
+    COADD_VALIDATOR(REAL_COADD, "real")  # a path: headers read from disk, data skipped
+    half = tmp_path / "half.fits"
+    half.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FormatError, match=r"^https://x/c\.fits: truncated"):
+        COADD_VALIDATOR(half, "https://x/c.fits")
     with pytest.raises(FormatError, match="truncated"):
         COADD_VALIDATOR(data[: len(data) // 2], "half")
     with pytest.raises(FormatError, match="not a FITS file"):

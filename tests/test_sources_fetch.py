@@ -113,7 +113,7 @@ def test_failed_validation_leaves_no_partial_file(tmp_path: Path) -> None:
     dest = tmp_path / "cache" / "a.fits"
     dest.parent.mkdir()
 
-    def reject(data: bytes, url: str) -> None:
+    def reject(path: Path, url: str) -> None:
         raise ValueError(f"{url}: rejected by the test")
 
     with FaultServer(static_backend(tmp_path / "remote"), CLEAN) as server:
@@ -125,7 +125,7 @@ def test_failed_validation_leaves_no_partial_file(tmp_path: Path) -> None:
 def test_validator_bugs_are_not_swallowed(tmp_path: Path) -> None:
     write_tree(tmp_path / "remote", RELPATHS[:1])
 
-    def broken(data: bytes, url: str) -> None:
+    def broken(path: Path, url: str) -> None:
         raise KeyError("bug in the validator")
 
     server = FaultServer(static_backend(tmp_path / "remote"), CLEAN)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+import s3fs
 from moto.server import ThreadedMotoServer
 from test_sources_support import check_small_fits, small_fits
 
@@ -91,3 +92,28 @@ def test_s3_endpoint_from_environment(
         layout.coadd_path(EDR, "sv3", "dark", 26065), StorageLayout(str(tmp_path)), policy=POLICY
     )
     assert result.ok and Path(result.dest_url).read_bytes() == small_fits(seed=0)
+
+
+def test_s3_cache_root_gets_only_whole_validated_files(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)  # the cache is written with credentials
+    s3fs.S3FileSystem.clear_instance_cache()  # no cached filesystem of another endpoint
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="cache")
+    source = DesiSource(EDR, "s3://desidata/", s3_endpoint_url=s3_endpoint)
+    cache = StorageLayout("s3://cache/run")
+    relpath = layout.coadd_path(EDR, "sv3", "dark", 26065)
+    key = cache.raw_desi(relpath).removeprefix("s3://")
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint}, skip_instance_cache=True)
+    try:
+        first = source.fetch(relpath, cache, check_small_fits, POLICY)
+        assert first.ok and not first.from_cache and fs.cat_file(key) == small_fits(seed=0)
+        assert fs.find("cache") == [key]  # streamed through a local temporary, never uploaded
+        fs.pipe_file(key, b"SIMPLE  = damaged")
+        healed = source.fetch(relpath, cache, check_small_fits, POLICY)
+        assert healed.ok and not healed.from_cache and healed.attempts == 1
+        assert fs.cat_file(key) == small_fits(seed=0)
+        again = source.fetch(relpath, cache, check_small_fits, POLICY)
+        assert again.from_cache and again.n_bytes == len(small_fits(seed=0))
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()

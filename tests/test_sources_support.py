@@ -36,8 +36,9 @@ def small_fits(seed: int, n_rows: int = 64) -> bytes:
     return buffer.getvalue()
 
 
-def check_small_fits(data: bytes, url: str) -> None:
-    """Validator for :func:`small_fits` files: FITS with a complete ``FLUX`` HDU."""
+def check_small_fits(source: Path | bytes, url: str) -> None:
+    """Validator for :func:`small_fits` files (a path or the bytes): a complete ``FLUX`` HDU."""
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
     if not data.startswith(b"SIMPLE  ="):
         raise FormatError(url, f"not a FITS file (starts with {data[:16]!r})")
     try:

@@ -8,20 +8,26 @@ The contract of :func:`fetch_file`:
    deleted (with a warning) and fetched again as in 2, so the cache heals itself and a bad
    cached file is never recorded as a failure. Without a validator the cached file is
    trusted as it is.
-2. Otherwise the file is downloaded into memory (HTTP(S) with retries, ``s3://`` anonymously
-   through s3fs, any other fsspec URL through fsspec), checked by ``validate``, and only then
-   written atomically to ``dest_url``.
+2. Otherwise the file is streamed, in chunks, to a temporary file (HTTP(S) with retries,
+   ``s3://`` anonymously through s3fs, any other fsspec URL through fsspec), checked on disk
+   by ``validate``, and only then put at ``dest_url``: renamed into place when the cache is
+   local, uploaded when it is remote (see :func:`astroclip_core.fsio.staged_file`). No file
+   is ever held whole in memory, so a 2 GB catalogue costs megabytes of RAM. A killed
+   process leaves only the temporary, never a half-written ``dest_url``, and the next run
+   sweeps it away.
 3. A download that fails validation is downloaded again ``policy.corrupt_refetches`` times
    (once by default). If it is still corrupt, or the remote fails permanently (a 4xx, retries
    exhausted), the result has ``ok=False`` and a ``reason``; nothing is written and the caller
    goes on. Failures become rows of :func:`failures_table`. Only a file that is bad after a
    fresh download is a failure.
 
-A cache hit with a validator costs one read of the cached file.
+A cache hit with a validator costs one read of the cached file (a remote cache entry is
+first copied to a local temporary, in chunks).
 
-Validators take ``(data, url)`` and raise ``ValueError`` (``astroclip_core.formats.FormatError``
-is one) when the bytes are not the expected file; e.g.
-``lambda data, url: read_cutout(data)``.
+Validators take ``(path, url)``: the local path of the file on disk and the name to report,
+and raise ``ValueError`` (``astroclip_core.formats.FormatError`` is one) when the file is not
+the expected one; e.g. ``lambda path, url: read_cutout(path)``. A validator of a large file
+must not read it whole: :func:`fits_validator` reads only the headers.
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 import fsspec
 import pyarrow as pa
@@ -50,17 +58,21 @@ from astroclip_core.sources.http import (
     RetryPolicy,
     TransientError,
     call_with_retries,
-    http_get_bytes,
+    http_download,
     redact_url,
 )
+from astroclip_core.tables.schemas import FAILURES_SCHEMA
 
 log = logging.getLogger(__name__)
 
-Validator = Callable[[bytes, str], None]
+Validator = Callable[[Path, str], None]
 T = TypeVar("T")
 R = TypeVar("R")
 
 FITS_MAGIC = b"SIMPLE  ="
+# Bytes per read from an object store or other fsspec source: each is one ranged GET on s3,
+# so reads are larger than HTTP chunks to amortise the request latency; bounds memory.
+FSSPEC_CHUNK_BYTES = 16 << 20
 # Environment variables naming a custom S3 endpoint (moto in tests, a mirror in production).
 S3_ENDPOINT_ENVS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
@@ -74,17 +86,6 @@ class FailureRecord:
     url: str
     reason: str
     attempts: int
-
-
-FAILURES_SCHEMA = pa.schema(
-    [
-        pa.field("kind", pa.string(), nullable=False),
-        pa.field("key", pa.string(), nullable=False),
-        pa.field("url", pa.string(), nullable=False),
-        pa.field("reason", pa.string(), nullable=False),
-        pa.field("attempts", pa.int32(), nullable=False),
-    ]
-)
 
 
 def failures_table(records: Iterable[FailureRecord]) -> pa.Table:
@@ -139,36 +140,53 @@ class FetchResult:
 
 
 def fits_validator(required_hdus: Sequence[str] = (), min_hdus: int = 1) -> Validator:
-    """A validator for FITS bytes: the magic, every HDU's data complete, the named HDUs present.
+    """A validator for a FITS file: the magic, every HDU's data complete, the named HDUs present.
 
-    Cheap (headers only, no data decoded), so it suits files of any size; the full readers
-    in ``astroclip_core.formats`` can be passed instead where the caller wants more.
+    It takes a path (or, for small in-memory files, the bytes) and reads only the headers,
+    seeking past each HDU's data, so it suits files of any size; the full readers in
+    ``astroclip_core.formats`` can be passed instead where the caller wants more.
     """
     required = tuple(required_hdus)
 
-    def validate(data: bytes, name: str) -> None:
-        if not data.startswith(FITS_MAGIC):
-            raise FormatError(name, f"not a FITS file (starts with {data[:16]!r})")
-        try:
-            with warnings.catch_warnings():
-                # astropy warns about truncation; the check below turns it into an error
-                warnings.simplefilter("ignore", AstropyUserWarning)
-                with afits.open(io.BytesIO(data), memmap=False) as hdul:
-                    spans = [(h.name, h.fileinfo()["datLoc"] + h.size) for h in hdul]
-        except OSError as err:
-            raise FormatError(name, f"cannot parse FITS headers: {err}") from err
-        for hdu_name, end in spans:
-            if end > len(data):
-                raise FormatError(
-                    name, f"truncated: HDU {hdu_name} ends at byte {end}, file has {len(data)}"
-                )
-        if len(spans) < min_hdus:
-            raise FormatError(name, f"{len(spans)} HDU(s), expected at least {min_hdus}")
-        missing = sorted(set(required) - {n for n, _ in spans})
-        if missing:
-            raise FormatError(name, f"missing HDU(s) {missing}")
+    def validate(source: Path | bytes, name: str) -> None:
+        with ExitStack() as stack:
+            if isinstance(source, bytes | bytearray | memoryview):
+                fh: BinaryIO = io.BytesIO(source)
+                size = len(source)
+            else:
+                fh = stack.enter_context(open(source, "rb"))
+                size = os.fstat(fh.fileno()).st_size
+            _check_fits(fh, size, name, required, min_hdus)
 
     return validate
+
+
+def _check_fits(
+    fh: BinaryIO, size: int, name: str, required: tuple[str, ...], min_hdus: int
+) -> None:
+    """The checks of :func:`fits_validator` on an open file of ``size`` bytes."""
+    head = fh.read(16)
+    if not head.startswith(FITS_MAGIC):
+        raise FormatError(name, f"not a FITS file (starts with {head!r})")
+    fh.seek(0)
+    try:
+        with warnings.catch_warnings():
+            # astropy warns about truncation; the check below turns it into an error
+            warnings.simplefilter("ignore", AstropyUserWarning)
+            with afits.open(fh, memmap=False) as hdul:
+                spans = [(h.name, h.fileinfo()["datLoc"] + h.size) for h in hdul]
+    except OSError as err:
+        raise FormatError(name, f"cannot parse FITS headers: {err}") from err
+    for hdu_name, end in spans:
+        if end > size:
+            raise FormatError(
+                name, f"truncated: HDU {hdu_name} ends at byte {end}, file has {size}"
+            )
+    if len(spans) < min_hdus:
+        raise FormatError(name, f"{len(spans)} HDU(s), expected at least {min_hdus}")
+    missing = sorted(set(required) - {n for n, _ in spans})
+    if missing:
+        raise FormatError(name, f"missing HDU(s) {missing}")
 
 
 def s3_endpoint_from_env() -> str | None:
@@ -196,10 +214,11 @@ def s3_filesystem(
     )
 
 
-def _fsspec_read_once(fs: fsspec.AbstractFileSystem, path: str, url: str) -> bytes:
-    """One fsspec read: missing/forbidden files are permanent, other I/O errors transient."""
+@contextmanager
+def _fsspec_errors(url: str) -> Iterator[None]:
+    """Missing/forbidden remote files are permanent failures, other I/O errors transient."""
     try:
-        return fs.cat_file(path)
+        yield
     except FileNotFoundError as err:
         raise FetchError(url, "not found (not retried)", status=404) from err
     except PermissionError as err:
@@ -208,26 +227,61 @@ def _fsspec_read_once(fs: fsspec.AbstractFileSystem, path: str, url: str) -> byt
         raise TransientError(f"{type(err).__name__}: {err}") from err
 
 
-def read_remote(
+def _fsspec_download_once(fs: fsspec.AbstractFileSystem, path: str, url: str, out: BinaryIO) -> int:
+    """One fsspec read into ``out``, resumed after what ``out`` already holds; return its size.
+
+    Only reads are translated into FetchError/TransientError; a failed write propagates.
+    """
+    kept = out.tell()
+    with _fsspec_errors(url):
+        src = fs.open(path, "rb", block_size=FSSPEC_CHUNK_BYTES, cache_type="none")
+    with src:
+        size = getattr(src, "size", None)  # known to s3fs and other buffered files
+        if not isinstance(size, int) or kept > size:
+            kept = 0
+            out.seek(0)
+            out.truncate()
+        with _fsspec_errors(url):
+            src.seek(kept)
+        while True:
+            with _fsspec_errors(url):
+                chunk = src.read(FSSPEC_CHUNK_BYTES)
+            if not chunk:
+                break
+            out.write(chunk)
+            kept += len(chunk)
+    if isinstance(size, int) and kept != size:
+        raise TransientError(f"truncated: read {kept} of {size} bytes")
+    return kept
+
+
+def download_to(
     url: str,
+    out: BinaryIO,
     policy: RetryPolicy,
     session: requests.Session | None = None,
     clock: RetryClock | None = None,
     s3_endpoint_url: str | None = None,
-) -> tuple[bytes, int]:
-    """Whole remote file as bytes, with retries; return (data, requests made).
+) -> tuple[int, int]:
+    """Stream a remote file into the binary file ``out``, with retries; (bytes, requests made).
 
-    ``http(s)://`` goes through ``requests``; ``s3://`` through anonymous s3fs; anything else
-    (a local path, ``file://``, ``memory://``) through fsspec. Raises :class:`FetchError`.
+    ``out`` (opened ``w+b``) is emptied first and filled chunk by chunk, never holding the
+    file in memory; an attempt that breaks off is resumed after what it wrote where the
+    source allows, else restarted. ``http(s)://`` goes through ``requests``
+    (:func:`~astroclip_core.sources.http.http_download`); ``s3://`` through anonymous s3fs;
+    anything else (a local path, ``file://``, ``memory://``) through fsspec. Raises
+    :class:`FetchError`.
     """
     clock = clock or RetryClock()
+    out.seek(0)
+    out.truncate()
     if url.startswith(("http://", "https://")):
-        return http_get_bytes(url, policy, session, clock)
+        return http_download(url, out, policy, session, clock)
     if url.startswith("s3://"):
         fs, path = s3_filesystem(s3_endpoint_url, policy), url[len("s3://") :]
     else:
         fs, path = fsio.filesystem(url)
-    return call_with_retries(lambda: _fsspec_read_once(fs, path, url), url, policy, clock)
+    return call_with_retries(lambda: _fsspec_download_once(fs, path, url, out), url, policy, clock)
 
 
 def fetch_file(
@@ -241,37 +295,37 @@ def fetch_file(
     s3_endpoint_url: str | None = None,
     keep_data: bool = False,
 ) -> FetchResult:
-    """Fetch ``url`` into ``dest_url`` unless it is cached; see the module docstring for the contract."""
+    """Fetch ``url`` into ``dest_url`` unless it is cached; see the module docstring for the contract.
+
+    ``keep_data=True`` also returns the file's bytes in :attr:`FetchResult.data` (read from
+    disk once it is validated): only for files that fit in memory.
+    """
     policy = policy or RetryPolicy()
     shown = redact_url(url)
     cached = _cache_hit(shown, dest_url, validate, keep_data)
     if cached is not None:
         return cached
     attempts, problem = 0, ""
-    for download in range(1 + policy.corrupt_refetches):
-        try:
-            data, made = read_remote(url, policy, session, clock, s3_endpoint_url)
-        except FetchError as err:
-            return FetchResult(
-                shown, dest_url, False, str(err), attempts + err.attempts, status=err.status
-            )
-        attempts += made
-        if validate is not None:
+    with fsio.staged_file(dest_url) as staged:
+        for round_no in range(1 + policy.corrupt_refetches):
             try:
-                validate(data, shown)
-            except ValueError as err:
-                problem = str(err)
-                log.warning("download %d of %s is corrupt: %s", download + 1, shown, problem)
-                continue
-        fsio.atomic_write_bytes(dest_url, data)
-        return FetchResult(
-            shown,
-            dest_url,
-            True,
-            attempts=attempts,
-            n_bytes=len(data),
-            data=data if keep_data else None,
-        )
+                n_bytes, made = download_to(url, staged.fh, policy, session, clock, s3_endpoint_url)
+            except FetchError as err:
+                return FetchResult(
+                    shown, dest_url, False, str(err), attempts + err.attempts, status=err.status
+                )
+            attempts += made
+            staged.fh.flush()
+            if validate is not None:
+                try:
+                    validate(staged.path, shown)
+                except ValueError as err:
+                    problem = str(err)
+                    log.warning("download %d of %s is corrupt: %s", round_no + 1, shown, problem)
+                    continue
+            data = staged.path.read_bytes() if keep_data else None
+            staged.commit()
+            return FetchResult(shown, dest_url, True, attempts=attempts, n_bytes=n_bytes, data=data)
     reason = f"{shown}: corrupt after {1 + policy.corrupt_refetches} downloads: {problem}"
     return FetchResult(shown, dest_url, False, reason, attempts)
 
@@ -282,27 +336,20 @@ def _cache_hit(
     """The result for a usable cached ``dest_url``; None when there is none (a bad one is deleted)."""
     if not fsio.exists(dest_url):
         return None
-    if validate is None:
-        data = fsio.read_bytes(dest_url) if keep_data else None
+    try:
+        if validate is not None:
+            with fsio.local_copy(dest_url) as local:
+                validate(local, dest_url)
         fs, path = fsio.filesystem(dest_url)
-        n_bytes = len(data) if data is not None else int(fs.size(path))
-    else:
-        try:
-            data = fsio.read_bytes(dest_url)
-        except FileNotFoundError:  # a concurrent run found it damaged and deleted it
-            return None
-        try:
-            validate(data, dest_url)
-        except ValueError as err:
-            log.warning(
-                "cached %s is damaged (%s); deleting it and fetching it again", dest_url, err
-            )
-            fsio.remove_file(dest_url)
-            return None
-        n_bytes = len(data)
-    return FetchResult(
-        shown, dest_url, True, from_cache=True, n_bytes=n_bytes, data=data if keep_data else None
-    )
+        n_bytes = int(fs.size(path))
+        data = fsio.read_bytes(dest_url) if keep_data else None
+    except FileNotFoundError:  # a concurrent run found it damaged and deleted it
+        return None
+    except ValueError as err:
+        log.warning("cached %s is damaged (%s); deleting it and fetching it again", dest_url, err)
+        fsio.remove_file(dest_url)
+        return None
+    return FetchResult(shown, dest_url, True, from_cache=True, n_bytes=n_bytes, data=data)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,10 @@
 """HTTP GET with retries: exponential backoff with full jitter, and ``Retry-After`` honoured.
 
+Bodies are streamed: :func:`http_download` writes a file to disk in chunks of
+:data:`CHUNK_BYTES`, so a 2 GB catalogue costs megabytes of memory, not gigabytes. An attempt
+that breaks off mid-body is resumed after the bytes it kept when the server takes byte ranges,
+else restarted from the first byte (both count as one more attempt).
+
 Which failures are retried (the contract every caller relies on):
 
 - HTTP 429 and 5xx, connection errors, connect/read timeouts, and bodies shorter than their
@@ -16,14 +21,16 @@ seed the jitter and record the waits instead of sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import io
 import logging
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
@@ -31,6 +38,9 @@ import requests
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Bytes read from the network and written to disk at a time: bounds a download's memory.
+CHUNK_BYTES = 1 << 20
 
 # Query parameters that may carry credentials; their values never reach a log or an error.
 _SECRET_PARAMS = ("token", "key", "signature", "password", "secret", "credential", "x-amz-")
@@ -178,31 +188,158 @@ def call_with_retries(
     raise AssertionError("unreachable: the loop returns or raises")
 
 
-def _get_once(url: str, session: requests.Session, policy: RetryPolicy, clock: RetryClock) -> bytes:
-    """One GET: the body on 200, TransientError on retryable failures, FetchError otherwise."""
+def _restart(out: BinaryIO) -> int:
+    """Empty ``out`` so that the next bytes written are the file's first; return 0."""
+    out.seek(0)
+    out.truncate()
+    return 0
+
+
+@dataclass
+class _Resume:
+    """What one download learnt from the server's first full answer, to resume after it.
+
+    A broken-off attempt is resumed with ``Range: bytes=<kept>-`` only when that answer said
+    ``Accept-Ranges: bytes``, gave a plain (not Content-Encoded) ``Content-Length``, and the
+    kept bytes are fewer; ``If-Range`` carries its strong ETag or Last-Modified, so a file that
+    changed meanwhile comes back whole (200) instead of being spliced.
+    """
+
+    total_bytes: int | None = None
+    if_range: str | None = None
+
+    def learn(self, response: requests.Response) -> None:
+        """Remember a 200 answer's size and validator when the server accepts byte ranges."""
+        headers = response.headers
+        length = headers.get("Content-Length", "")
+        ranges = headers.get("Accept-Ranges", "").strip().lower() == "bytes"
+        plain = not headers.get("Content-Encoding")
+        self.total_bytes = int(length) if ranges and plain and length.isdigit() else None
+        etag = headers.get("ETag")
+        strong = etag if etag and not etag.startswith("W/") else None
+        self.if_range = strong or headers.get("Last-Modified")
+
+    def headers(self, kept_bytes: int) -> dict[str, str] | None:
+        """Request headers resuming after ``kept_bytes``; None when the file must restart."""
+        if kept_bytes <= 0 or self.total_bytes is None or kept_bytes >= self.total_bytes:
+            return None
+        headers = {"Range": f"bytes={kept_bytes}-", "Accept-Encoding": "identity"}
+        if self.if_range:
+            headers["If-Range"] = self.if_range
+        return headers
+
+    def check_partial(self, response: requests.Response, kept_bytes: int) -> None:
+        """TransientError (and no more resuming) unless a 206 continues at ``kept_bytes``."""
+        got = response.headers.get("Content-Range", "")
+        expected = f"bytes {kept_bytes}-{self.total_bytes - 1}/{self.total_bytes}"
+        if got.strip() != expected or response.headers.get("Content-Encoding"):
+            self.total_bytes = None
+            raise TransientError(f"resume answered with Content-Range {got!r}, not {expected!r}")
+
+
+def _open_response(
+    url: str, session: requests.Session, policy: RetryPolicy, headers: dict[str, str] | None
+) -> requests.Response:
+    """Send the GET and return once its headers arrived; TransientError on network failures."""
     try:
-        response = session.get(url, timeout=policy.timeout)
+        return session.get(url, timeout=policy.timeout, stream=True, headers=headers)
     except (requests.Timeout, requests.ConnectionError) as err:
         raise TransientError(f"{type(err).__name__}: {err}") from err
     except (
         requests.exceptions.ChunkedEncodingError,
         requests.exceptions.ContentDecodingError,
     ) as err:
-        # urllib3 raises these when the connection closes before Content-Length bytes arrived.
         raise TransientError(f"truncated body ({type(err).__name__})") from err
-    status = response.status_code
-    if status == 429 or status >= 500:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), clock.now())
-        raise TransientError(f"HTTP {status} {response.reason}", status, retry_after)
-    if status != 200:
-        raise FetchError(url, f"HTTP {status} {response.reason} (not retried)", status=status)
-    body = response.content
-    expected = response.headers.get("Content-Length", "")
-    # with Content-Encoding the header counts compressed bytes, so it cannot be compared
-    plain = not response.headers.get("Content-Encoding")
-    if plain and expected.isdigit() and len(body) != int(expected):
-        raise TransientError(f"truncated body: {len(body)} of {expected} bytes")
-    return body
+
+
+def _copy_body(response: requests.Response, out: BinaryIO) -> int:
+    """Write the body to ``out`` chunk by chunk; return its size. Network errors are transient.
+
+    What was written before an error stays in ``out`` (the next attempt may resume after it).
+    Only network errors are caught: a failed write (a full disk) propagates.
+    """
+    written = 0
+    try:
+        for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
+            out.write(chunk)
+            written += len(chunk)
+    except (
+        requests.exceptions.ChunkedEncodingError,
+        requests.exceptions.ContentDecodingError,
+    ) as err:
+        # urllib3 raises these when the connection closes before Content-Length bytes arrived.
+        raise TransientError(
+            f"truncated body after {written} bytes ({type(err).__name__})"
+        ) from err
+    except (requests.Timeout, requests.ConnectionError) as err:
+        raise TransientError(f"body broke off after {written} bytes: {err}") from err
+    return written
+
+
+def _download_once(
+    url: str,
+    out: BinaryIO,
+    session: requests.Session,
+    policy: RetryPolicy,
+    clock: RetryClock,
+    resume: _Resume,
+) -> int:
+    """One GET appended to ``out`` (resumed or from the start); return the file's size so far.
+
+    TransientError on retryable failures, FetchError on a permanent status.
+    """
+    kept = out.tell()
+    headers = resume.headers(kept)
+    if headers is None:
+        kept = _restart(out)
+    with _open_response(url, session, policy, headers) as response:
+        status = response.status_code
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), clock.now())
+            raise TransientError(f"HTTP {status} {response.reason}", status, retry_after)
+        if status == 416 and headers is not None:
+            resume.total_bytes = None  # the file shrank or moved: fetch it whole next time
+            raise TransientError(f"HTTP 416 resuming at byte {kept}; restarting")
+        if status == 206 and headers is not None:
+            resume.check_partial(response, kept)
+        elif status == 200:
+            kept = _restart(out)
+            resume.learn(response)
+        else:
+            raise FetchError(url, f"HTTP {status} {response.reason} (not retried)", status=status)
+        written = _copy_body(response, out)
+        expected = response.headers.get("Content-Length", "")
+        # with Content-Encoding the header counts compressed bytes, so it cannot be compared
+        plain = not response.headers.get("Content-Encoding")
+    if plain and expected.isdigit() and written != int(expected):
+        raise TransientError(f"truncated body: {written} of {expected} bytes")
+    return kept + written
+
+
+def http_download(
+    url: str,
+    out: BinaryIO,
+    policy: RetryPolicy,
+    session: requests.Session | None = None,
+    clock: RetryClock | None = None,
+) -> tuple[int, int]:
+    """GET ``url`` into the binary file ``out`` in chunks, with retries; return (bytes, requests).
+
+    Never holds the body in memory: each chunk of :data:`CHUNK_BYTES` is written to ``out``
+    (opened ``w+b``; emptied first). An attempt that breaks off mid-body keeps what it wrote,
+    and the next one resumes after it with a Range request when the server allows it (see
+    :class:`_Resume`), else ``out`` is emptied and the file fetched from its start. Raises
+    :class:`FetchError` for a permanent HTTP status or when every attempt failed.
+    """
+    clock = clock or RetryClock()
+    _restart(out)
+    resume = _Resume()
+    with contextlib.ExitStack() as stack:
+        if session is None:
+            session = stack.enter_context(requests.Session())
+        return call_with_retries(
+            lambda: _download_once(url, out, session, policy, clock, resume), url, policy, clock
+        )
 
 
 def http_get_bytes(
@@ -213,10 +350,10 @@ def http_get_bytes(
 ) -> tuple[bytes, int]:
     """GET ``url`` with retries; return (body, number of requests made).
 
-    Raises :class:`FetchError` for a permanent HTTP status or when every attempt failed.
+    For small answers (folder listings, JSON): the body is returned in memory. Files go
+    through :func:`http_download`, which writes them to disk in chunks. Raises
+    :class:`FetchError` for a permanent HTTP status or when every attempt failed.
     """
-    clock = clock or RetryClock()
-    if session is None:
-        with requests.Session() as own:
-            return call_with_retries(lambda: _get_once(url, own, policy, clock), url, policy, clock)
-    return call_with_retries(lambda: _get_once(url, session, policy, clock), url, policy, clock)
+    buffer = io.BytesIO()
+    _, attempts = http_download(url, buffer, policy, session, clock)
+    return buffer.getvalue(), attempts

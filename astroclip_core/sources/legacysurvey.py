@@ -17,10 +17,12 @@ import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import requests
 
+from astroclip_core.formats import FormatError
 from astroclip_core.formats.legacysurvey import read_cutout
 from astroclip_core.sources import layout
 from astroclip_core.sources.fetch import (
@@ -38,7 +40,8 @@ from astroclip_core.storage import StorageLayout
 
 log = logging.getLogger(__name__)
 
-CutoutReader = Callable[[bytes], np.ndarray]
+# Decodes the cutout file at a local path (a download on disk, or the cached file).
+CutoutReader = Callable[[Path], np.ndarray]
 # A sweep is a primary HDU plus one complete binary table (headers-only check).
 SWEEP_VALIDATOR = fits_validator(min_hdus=2)
 
@@ -214,9 +217,15 @@ class LegacySurveySource:
             f"-{self.bands}-{self.pixscale_arcsec:g}-{self.size_pix}"
         )
 
-    def _checked(self, reader: CutoutReader, data: bytes, name: str) -> np.ndarray:
-        """Decode one cutout and check its shape; ValueError (FormatError) when it is not one."""
-        image = np.asarray(reader(data), dtype=np.float32)
+    def _checked(self, reader: CutoutReader, path: Path, name: str) -> np.ndarray:
+        """Decode the cutout file ``path`` and check its shape; FormatError naming ``name`` if bad.
+
+        ``path`` may be a temporary download, so the reader's errors are renamed to ``name``.
+        """
+        try:
+            image = np.asarray(reader(path), dtype=np.float32)
+        except FormatError as err:
+            raise FormatError(name, err.problem) from err
         expected = (len(self.bands), self.size_pix, self.size_pix)
         if image.shape != expected:
             raise ValueError(f"{name}: cutout shape {image.shape}, expected {expected}")
@@ -251,12 +260,12 @@ class LegacySurveySource:
         ]
 
         def one(job: FetchJob, session: requests.Session) -> tuple[FetchResult, np.ndarray | None]:
-            # The validator decodes; the image of the bytes that passed (cached or fresh) is kept.
+            # The validator decodes; the image of the file that passed (cached or fresh) is kept.
             # A damaged cached file fails it and is fetched again by fetch_file.
             decoded: list[np.ndarray] = []
 
-            def validate(data: bytes, url: str) -> None:
-                decoded.append(self._checked(reader, data, url))
+            def validate(path: Path, url: str) -> None:
+                decoded.append(self._checked(reader, path, url))
 
             result = fetch_file(job.url, job.dest_url, validate, policy, session, clock)
             return result, decoded[-1] if result.ok else None
