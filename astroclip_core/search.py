@@ -193,6 +193,8 @@ def format_neighbours(table: pa.Table) -> str:
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``astroclip search`` options to ``parser``."""
+    from astroclip_core.cli import int_in_range  # the command's own value checks
+
     parser.add_argument(
         "--embeddings",
         help="embeddings Parquet folder or file (local path or fsspec URL); "
@@ -203,7 +205,9 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", help="model folder name <preset>-<run>; optional when the release has one model"
     )
     parser.add_argument("--targetid", type=int, required=True, help="TARGETID of the query galaxy")
-    parser.add_argument("--k", type=int, default=10, help="number of neighbours (default: 10)")
+    parser.add_argument(
+        "--k", type=int_in_range(1, 100_000), default=10, help="number of neighbours (default: 10)"
+    )
     parser.add_argument("--query-modality", choices=sorted(MODALITIES), default="image")
     parser.add_argument("--bank-modality", choices=sorted(MODALITIES), default="spectrum")
     parser.add_argument(
