@@ -60,10 +60,38 @@ def _register_run(subparsers: argparse._SubParsersAction) -> None:
         "config resumes from its last checkpoint)",
     )
     p.add_argument("--skip-training", action="store_true", help="stop after the dataset")
+    p.add_argument(
+        "--executor",
+        choices=["in_process", "multiprocess", "dask"],
+        default="in_process",
+        help="where the ingest steps run: in this process (default), a subprocess per step, or "
+        "on Dask (every worker must see the same data root and $DAGSTER_HOME)",
+    )
+    p.add_argument(
+        "--dask-address",
+        metavar="tcp://HOST:PORT",
+        help="with --executor dask: a running Dask scheduler (default: start a LocalCluster, "
+        "one worker per core)",
+    )
     p.set_defaults(func=_run)
 
 
+def _check_executor(args: argparse.Namespace) -> None:
+    """Refuse --dask-address without --executor dask, or one where no scheduler answers."""
+    if not args.dask_address:
+        return
+    if args.executor != "dask":
+        raise UsageError(f"--dask-address {args.dask_address} needs --executor dask")
+    from pipelines.executors import SchedulerUnreachableError, check_scheduler
+
+    try:
+        check_scheduler(args.dask_address)
+    except SchedulerUnreachableError as err:
+        raise UsageError(f"--dask-address {args.dask_address}: {err}") from None
+
+
 def _run(args: argparse.Namespace) -> int:
+    _check_executor(args)
     if args.storage:
         os.environ["ASTROCLIP_STORAGE"] = args.storage
     logging.basicConfig(
@@ -72,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     # A new DAGSTER_HOME's schema set-up logs dozens of alembic lines at INFO: not news to a user.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from astroclip_core.storage import StorageLayout, default_root
+    from pipelines.executors import SchedulerUnreachableError
     from pipelines.runner import RunOptions, run_all
     from pipelines.training import TrainingConfig
 
@@ -100,11 +129,19 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         summary = run_all(
-            RunOptions(release=args.release, training=training, skip_training=args.skip_training),
+            RunOptions(
+                release=args.release,
+                training=training,
+                skip_training=args.skip_training,
+                executor=args.executor,
+                dask_address=args.dask_address,
+            ),
             resources=resources,
         )
     except ReleaseNotFoundError as err:
         raise UsageError(f"--release {args.release!r}: {err}") from err
+    except SchedulerUnreachableError as err:
+        raise UsageError(f"--dask-address {args.dask_address}: {err}") from err
     total = time.perf_counter() - t0
     print(
         json.dumps(

@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from pipelines.executors import selectable_executor
+
 catalog_job = dg.define_asset_job(
     "catalog_job",
     selection=dg.AssetSelection.assets("release_catalog"),
@@ -10,7 +12,10 @@ catalog_job = dg.define_asset_job(
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.groups("ingest"),
-    description="Spectra, imaging sources, cross-match, cutouts and pairs of one partition.",
+    description="Spectra, imaging sources, cross-match, cutouts and pairs of one partition. "
+    "Runs in process, in subprocesses (the default) or on Dask, chosen by run config "
+    "(execution: config: dask: cluster: existing: address: tcp://HOST:PORT).",
+    executor_def=selectable_executor,
 )
 publish_job = dg.define_asset_job(
     "publish_job",

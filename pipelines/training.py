@@ -1,12 +1,31 @@
-"""Stage 4: the contrastive model of a release and the embeddings of every partition."""
+"""Stage 4: the contrastive model of a release and the embeddings of every partition.
+
+Training runs outside the step process: ``contrastive_model`` plans the run (its work folder,
+and whether it resumes), launches :mod:`pipelines.train_process` through Dagster Pipes with
+``nproc`` processes, and publishes the model only when they succeeded. It does so for one
+process too, so every run reports the same way, its memory is freed when it ends, and
+``launch_prefix`` / ``pipes_dir`` can send any run to another machine (README: Scaling). One
+process trains exactly as the library's ``train_release`` does in-process: same config, same
+seed, same weights on CPU (``tests/test_pipeline_training_pipes.py``).
+"""
+
+import os
+import sys
+from collections.abc import Sequence
 
 import dagster as dg
 from pydantic import Field
 
+from astroclip_core.model.config import preset_label, preset_or_file
 from astroclip_core.storage import StorageLayout
 from astroclip_core.training.config import TrainConfig
-from astroclip_core.training.steps import embed_partition, model_name, train_release
-from pipelines.metadata import materialize
+from astroclip_core.training.steps import (
+    embed_partition,
+    model_name,
+    plan_training,
+    publish_training,
+)
+from pipelines.metadata import materialize, table_md
 from pipelines.partitions import (
     from_release,
     release_and_pixel,
@@ -14,9 +33,14 @@ from pipelines.partitions import (
     sky_partitions,
 )
 from pipelines.resources import StorageResource
+from pipelines.train_process import EXTRA_CONFIG, PARENT_PID_ENV, read_reports
 
 # Read for its defaults only: every default below is the library's.
 _TRAIN = TrainConfig(out_dir="", files=())
+# TrainingConfig fields that say how and where to launch, not what to train.
+_LAUNCH_FIELDS = {"nproc", "launch_prefix", "pipes_dir"}
+# The asset's metadata shows the last progress reports (all of them are in history.parquet).
+_PROGRESS_ROWS = 20
 
 
 class TrainingConfig(dg.Config):
@@ -25,7 +49,11 @@ class TrainingConfig(dg.Config):
     The defaults are :class:`~astroclip_core.training.config.TrainConfig`'s.
     """
 
-    preset: str = Field(default=str(_TRAIN.model), description="Model preset: tiny, base or paper.")
+    preset: str = Field(
+        default=str(_TRAIN.model),
+        description="Model preset (tiny, base or paper), or a ModelConfig JSON file (*.json; "
+        "the model is then named after the file).",
+    )
     run: str = Field(default="v1", description="Run name; the model is '<preset>-<run>'.")
     steps: int = Field(default=_TRAIN.steps, description="Optimiser steps.")
     batch_size: int = Field(default=_TRAIN.batch_size, description="Pairs per step (per rank).")
@@ -43,23 +71,78 @@ class TrainingConfig(dg.Config):
         "of the same config resumes from its last checkpoint). The published model is replaced "
         "only when the new run finishes.",
     )
+    nproc: int = Field(
+        default=1,
+        description="Training processes on the node, one per GPU; above 1 they train together "
+        "under torchrun (DDP, gloo on CPU). batch_size is per process.",
+    )
+    launch_prefix: list[str] = Field(
+        default=[],
+        description="Command words put before the training command, e.g. ['srun', '--gpus=4'] "
+        "to train on a SLURM node (the venv and data root must be reachable there).",
+    )
+    pipes_dir: str = Field(
+        default="",
+        description="A folder the training node also sees, for the Pipes context and messages "
+        "(with launch_prefix); empty = this machine's temporary files.",
+    )
 
     @property
     def model_name(self) -> str:
-        """The model's folder name, ``<preset>-<run>``."""
-        return model_name(self.preset, self.run)
+        """The model's folder name, ``<preset>-<run>`` (a config file's name for ``<preset>``)."""
+        return model_name(preset_label(self.preset), self.run)
 
     def train_config(self, layout: StorageLayout, release: str) -> TrainConfig:
         """The library's TrainConfig of this run on ``release``'s pairs.
 
-        Every field but ``preset``, ``run`` and ``fresh`` is a TrainConfig field of that name.
+        Every field but ``preset``, ``run``, ``fresh`` and the launch fields is a TrainConfig
+        field of that name.
         """
         return TrainConfig(
             out_dir=layout.model_dir(release, self.model_name),
-            model=self.preset,
+            model=preset_or_file(self.preset),
             pairs_dir=layout.pairs_dir(release),
-            **self.model_dump(exclude={"preset", "run", "fresh"}),
+            **self.model_dump(exclude={"preset", "run", "fresh", *_LAUNCH_FIELDS}),
         )
+
+    def command(self) -> list[str]:
+        """What the Pipes client runs: ``launch_prefix``, then this interpreter on
+        :mod:`pipelines.train_process` with ``nproc`` processes."""
+        if self.nproc < 1:
+            raise ValueError(f"nproc must be >= 1, got {self.nproc}")
+        return [
+            *self.launch_prefix,
+            *(sys.executable, "-m", "pipelines.train_process", f"--nproc-per-node={self.nproc}"),
+        ]
+
+    def pipes_client(self, run_id: str) -> dg.PipesSubprocessClient:
+        """The Pipes client of a run: local temporary files, or ``<pipes_dir>/<run_id>/``.
+
+        Launched here (no ``launch_prefix``), the training processes die with this step
+        process (``pipelines.train_process``: dying with the step).
+        """
+        env = {} if self.launch_prefix else {PARENT_PID_ENV: str(os.getpid())}
+        if not self.pipes_dir:
+            return dg.PipesSubprocessClient(env=env)
+        folder = f"{self.pipes_dir.rstrip('/')}/{run_id}"
+        os.makedirs(folder, exist_ok=True)
+        return dg.PipesSubprocessClient(
+            env=env,
+            context_injector=dg.PipesFileContextInjector(f"{folder}/context.json"),
+            message_reader=dg.PipesFileMessageReader(f"{folder}/messages.jsonl"),
+        )
+
+
+def progress_metadata(progress: Sequence[dict]) -> dict[str, dg.MetadataValue | int]:
+    """The training's progress reports as metadata: their count and the last few as a table."""
+    rows = [
+        (r["step"], f"{r['loss']:.4f}", f"{r['accuracy']:.3f}", f"{r['pairs_per_s']:.1f}")
+        for r in progress[-_PROGRESS_ROWS:]
+    ]
+    return {
+        "reported_steps": len(progress),
+        "progress": table_md(("step", "loss", "accuracy", "pairs/s"), rows),
+    }
 
 
 @dg.asset(
@@ -67,19 +150,26 @@ class TrainingConfig(dg.Config):
     deps=[dg.AssetDep("hf_dataset")],
     group_name="training",
     kinds={"pytorch"},
-    description="Trains the CLIP-style image-spectrum model on the release's train split; "
-    "writes model.pt, config.json, history.parquet and a loss curve under models/<release>/.",
+    description="Trains the CLIP-style image-spectrum model on the release's train split in "
+    "nproc processes launched through Dagster Pipes; writes model.pt, config.json, "
+    "history.parquet and a loss curve under models/<release>/.",
 )
 def contrastive_model(
     context: dg.AssetExecutionContext, config: TrainingConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
     layout, release = storage.layout(), context.partition_key
-    result = train_release(
-        layout, release, config.model_name, config.train_config(layout, release), config.fresh
+    train_config, command = config.train_config(layout, release), config.command()
+    job = plan_training(
+        layout, release, config.model_name, train_config, config.fresh, config.nproc
     )
+    invocation = config.pipes_client(context.run.run_id).run(
+        context=context, command=command, extras={EXTRA_CONFIG: job.config.to_dict()}
+    )
+    reports = read_reports(invocation.get_custom_messages())
+    result = publish_training(layout, release, job, reports.result)
     md = result.metadata
     context.log.info(f"trained {md['model']}: {md['steps']} steps, {md['pairs_per_s']:.0f} pairs/s")
-    return materialize(result)
+    return materialize(result, extra=progress_metadata(reports.progress))
 
 
 @dg.asset(

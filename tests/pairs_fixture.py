@@ -109,14 +109,22 @@ def make_pairs_table(n: int, seed: int = 0, pixel: int = 1000) -> pa.Table:
 
 
 def write_pairs_dir(
-    root: Path, n_per_pixel: int, pixels: tuple[int, ...] = (1000,), seed: int = 0
+    root: Path,
+    n_per_pixel: int,
+    pixels: tuple[int, ...] = (1000,),
+    seed: int = 0,
+    row_group_rows: int | None = None,
 ) -> list[str]:
-    """Write ``pairs/<release>``-style hive folders under ``root``; return the file paths."""
+    """Write ``pairs/<release>``-style hive folders under ``root``; return the file paths.
+
+    Each file is one row group unless ``row_group_rows`` is given.
+    """
     paths = []
     for i, pixel in enumerate(pixels):
         path = Path(partition_file(str(root), pixel))
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(make_pairs_table(n_per_pixel, seed=seed + i, pixel=pixel), path)
+        table = make_pairs_table(n_per_pixel, seed=seed + i, pixel=pixel)
+        pq.write_table(table, path, row_group_size=row_group_rows)
         paths.append(str(path))
     return paths
 

@@ -27,6 +27,12 @@ ASTROCLIP = str(Path(sys.executable).parent / "astroclip")
         (["--seed", "-1"], "seed must be in 0..4294967295, got -1"),
         (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+        (["--executor", "spark"], "argument --executor: invalid choice: 'spark'"),
+        (["--dask-address", "tcp://127.0.0.1:1"], "tcp://127.0.0.1:1 needs --executor dask"),
+        (
+            ["--executor", "dask", "--dask-address", "127.0.0.1:8786"],
+            "--dask-address 127.0.0.1:8786: '127.0.0.1:8786' is not a Dask scheduler address",
+        ),
     ],
 )
 def test_bad_options_are_one_line_before_any_work(

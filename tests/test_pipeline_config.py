@@ -32,7 +32,7 @@ CASES: list[tuple[type[dg.Config], object, dict[str, str], set[str]]] = [
         TrainingConfig,
         TrainConfig(out_dir="unused", files=()),
         {"preset": "model"},
-        {"run", "fresh"},
+        {"run", "fresh", "nproc", "launch_prefix", "pipes_dir"},
     ),
     (SelectionConfig, GalaxySelection(), {}, set()),
     (RetrySettings, RetryPolicy(), {}, set()),

@@ -17,8 +17,11 @@ table as text (``python -m astroclip_core.model`` prints it).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
+
+from astroclip_core.fsio import read_bytes
 
 # Per-band arcsinh softening scales (nanomaggies) for g, r, z. These are the legacypipe /
 # Legacy Surveys viewer RGB scales (g 0.0066, r 0.01, z 0.025): about the sky noise of one
@@ -306,6 +309,28 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise KeyError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
     return PRESETS[name]
+
+
+def preset_or_file(value: str) -> str | ModelConfig:
+    """A preset name as it is, or the :class:`ModelConfig` of a model-config file.
+
+    A value ending in ``.json`` is the path or fsspec URL of a file holding
+    ``ModelConfig.to_dict()`` (a size that is not in the table); any other value is returned
+    for the caller to check as a preset name. A file that is not a model config raises
+    ``ValueError`` naming it.
+    """
+    if not value.endswith(".json"):
+        return value
+    try:
+        return ModelConfig.from_dict(json.loads(read_bytes(value)))
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{value} is not a model config (ModelConfig.to_dict()): {err}") from err
+
+
+def preset_label(value: str) -> str:
+    """The name a preset or model-config file gives its models: ``tiny``, or ``micro`` for
+    ``…/micro.json``."""
+    return value.rsplit("/", 1)[-1].removesuffix(".json")
 
 
 def describe_presets() -> str:

@@ -1,8 +1,12 @@
-"""What a build of the Hugging Face dataset wrote: typed values shared by the builder and the card."""
+"""What a build of the Hugging Face dataset wrote: typed values shared by the builder and the card,
+and the shard names (:func:`shard_name` builds one, :func:`list_shards` finds them all)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from astroclip_core import fsio
 
 SPLITS: tuple[str, ...] = ("train", "test")
 CARD_NAME = "README.md"
@@ -16,6 +20,32 @@ def shard_name(split: str, index: int, count: int) -> str:
     if not 0 <= index < count:
         raise ValueError(f"shard index {index} out of range for {count} shards")
     return f"{DATA_FOLDER}/{split}-{index:05d}-of-{count:05d}.parquet"
+
+
+def list_shards(out_dir: str, split: str) -> list[str]:
+    """URLs of every shard of ``split`` in the dataset folder ``out_dir``, in shard order.
+
+    The inverse of :func:`shard_name`: raises FileNotFoundError when the folder holds no shard
+    of ``split``, ValueError when the shards found are not exactly ``0..count-1 of count``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    fs, root = fsio.filesystem(out_dir)
+    pattern = f"{root.rstrip('/')}/{DATA_FOLDER}/{split}-*-of-*.parquet"
+    found = {}
+    for path in fs.glob(pattern):
+        match = re.fullmatch(rf"{split}-(\d{{5}})-of-(\d{{5}})\.parquet", path.rsplit("/", 1)[-1])
+        if match:
+            found[(int(match[1]), int(match[2]))] = path
+    if not found:
+        raise FileNotFoundError(f"no {split} shards under {out_dir.rstrip('/')}/{DATA_FOLDER}")
+    counts = {count for _, count in found}
+    count = counts.pop()
+    if counts or sorted(i for i, _ in found) != list(range(count)):
+        names = sorted(p.rsplit("/", 1)[-1] for p in found.values())
+        raise ValueError(f"{out_dir}: {split} shards are not one complete set: {names}")
+    base = out_dir.rstrip("/")
+    return [f"{base}/{shard_name(split, i, count)}" for i in range(count)]
 
 
 @dataclass(frozen=True)

@@ -5,24 +5,32 @@ This module is the one reader and writer of the pairs table. Paths come from
 :mod:`astroclip_core.tables.schemas`. A write replaces the partition's file atomically and
 never appends. Readers come in three shapes: Arrow tables (:func:`read_pairs`,
 :func:`read_pairs_columns`, :func:`iter_pairs_batches`), decoded arrays for training
-(:class:`PairArrays`, :func:`read_pairs_file`) and per-galaxy views for figures
-(:func:`pairs_lookup`).
+(:class:`PairArrays`, :func:`read_pairs_file`, :func:`read_pairs_split`) and per-galaxy views
+for figures (:func:`pairs_lookup`).
+
+The training readers (:func:`count_split_rows`, :func:`read_pairs_split`) also read the shards
+of the published Hugging Face dataset (``hf/<release>/data/*.parquet``): those hold the same
+``targetid``, ``z`` and ``split`` columns, and the big columns as typed lists instead of
+fixed-size binary, which :func:`decode_pairs` decodes too. They read whole files or single row
+groups, with Arrow's own memory-mapped reader for local files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from astroclip_core import fsio
 from astroclip_core.formats import FormatError
 from astroclip_core.storage import StorageLayout, partition_glob, pixel_from_path
-from astroclip_core.tables.schemas import PAIRS_SCHEMA, decode_blob
+from astroclip_core.tables.schemas import PAIRS_SCHEMA, decode_array_column, decode_blob
 
 # Row groups of ~256 pairs (~80 MB) keep reads streaming without huge pages.
 PAIRS_ROW_GROUP_SIZE = 256
@@ -30,6 +38,18 @@ PAIRS_ROW_GROUP_SIZE = 256
 PAIR_ARRAY_COLUMNS = ("targetid", "z", "image", "flux", "ivar", "mask")
 # The columns a figure shows of one galaxy (:class:`PairView`).
 PAIR_VIEW_COLUMNS = ["targetid", "z", "image", "flux", "mask"]
+# What Arrow raises for a file it cannot read (FormatError names the file instead).
+_PARQUET_ERRORS = (OSError, pa.ArrowInvalid)
+# The float blobs are noise: zstd barely shrinks them and makes them several times slower to
+# read on one core, so they stay uncompressed. Dictionaries only for the few-valued strings (a
+# blob never repeats).
+_UNCOMPRESSED = ("image", "flux", "ivar")
+_WRITE_OPTIONS: dict = {
+    "row_group_size": PAIRS_ROW_GROUP_SIZE,
+    "compression": {f.name: "none" if f.name in _UNCOMPRESSED else "zstd" for f in PAIRS_SCHEMA},
+    "compression_level": {f.name: 1 for f in PAIRS_SCHEMA if f.name not in _UNCOMPRESSED},
+    "use_dictionary": ["survey", "program", "morphtype", "split"],
+}
 
 
 @dataclass(frozen=True)
@@ -55,9 +75,7 @@ def write_pairs(layout: StorageLayout, release: str, pixel: int, table: pa.Table
     if table.num_rows:
         table = table.take(pc.sort_indices(table, [("targetid", "ascending")]))
     url = layout.pairs_file(release, pixel)
-    size = fsio.atomic_write_parquet(
-        url, table, row_group_size=PAIRS_ROW_GROUP_SIZE, compression="zstd", compression_level=1
-    )
+    size = fsio.atomic_write_parquet(url, table, **_WRITE_OPTIONS)
     return PairsWrite(url, table.num_rows, size)
 
 
@@ -136,24 +154,27 @@ def decode_pairs(table: pa.Table, source: str = "<table>") -> PairArrays:
     arrays = PairArrays(
         targetid=table.column("targetid").to_numpy(),
         z=table.column("z").to_numpy(zero_copy_only=False).astype(np.float64),
-        image=decode_blob("image", table.column("image")),
-        flux=decode_blob("flux", table.column("flux")),
-        ivar=decode_blob("ivar", table.column("ivar")),
-        mask=decode_blob("mask", table.column("mask")),
+        image=_decode_column(table, "image", source),
+        flux=_decode_column(table, "flux", source),
+        ivar=_decode_column(table, "ivar", source),
+        mask=_decode_column(table, "mask", source),
     )
     for name in ("image", "flux", "ivar"):
         values = getattr(arrays, name)
-        # A sum is finite when every value is (one fast pass); count only when it is not.
-        if not np.isfinite(values.sum(dtype=np.float64)):
+        # A sum is finite when every value is (one fast pass, float32 for speed: an overflow to
+        # inf only sends it to the exact count); count only when it is not.
+        if not np.isfinite(values.sum()):
             bad = int(np.count_nonzero(~np.isfinite(values)))
             if bad:
                 raise FormatError(source, f"column {name!r} has {bad} non-finite values")
     return arrays
 
 
-def read_pairs_split_column(path: str) -> np.ndarray:
-    """The ``split`` column of one pairs file, (N,) object array of str (reads only it)."""
-    return _read_table(path, ["split"]).column("split").to_numpy(zero_copy_only=False)
+def _decode_column(table: pa.Table, name: str, source: str) -> np.ndarray:
+    try:
+        return decode_array_column(name, table.column(name))
+    except ValueError as err:
+        raise FormatError(source, str(err)) from err
 
 
 def read_pairs_file(path: str, split: str | None = None) -> PairArrays:
@@ -162,10 +183,26 @@ def read_pairs_file(path: str, split: str | None = None) -> PairArrays:
     return arrays if split is None else arrays.take(rows)
 
 
-def read_pairs_split(path: str, split: str | None) -> tuple[PairArrays, np.ndarray]:
-    """All rows of one pairs file decoded as zero-copy views, and the positions (K,) of the
-    ``split`` rows among them (every position when ``split`` is None)."""
-    table = _read_table(path, [*PAIR_ARRAY_COLUMNS, "split"])
+def read_pairs_split(
+    path: str, split: str | None, row_groups: Sequence[int] | None = None
+) -> tuple[PairArrays, np.ndarray]:
+    """All rows of one pairs file (or of its ``row_groups``) decoded, and the positions (K,) of
+    the ``split`` rows among them (every position when ``split`` is None).
+
+    ``path`` may also be a shard of the published dataset. The arrays are views of the read
+    when it has one Arrow chunk (one row group); a FormatError names the file when it cannot
+    be read or decoded.
+    """
+    columns = [*PAIR_ARRAY_COLUMNS, "split"]
+    with _open_parquet(path) as parquet:
+        _check_columns(path, parquet, columns)
+        try:
+            if row_groups is None:
+                table = parquet.read(columns=columns)
+            else:
+                table = parquet.read_row_groups(list(row_groups), columns=columns)
+        except _PARQUET_ERRORS as err:
+            raise FormatError(path, f"cannot read Parquet: {err}") from err
     if split is None:
         rows = np.arange(table.num_rows)
     else:
@@ -173,11 +210,53 @@ def read_pairs_split(path: str, split: str | None) -> tuple[PairArrays, np.ndarr
     return decode_pairs(table.drop_columns(["split"]), source=path), rows
 
 
-def _read_table(path: str, columns: Sequence[str]) -> pa.Table:
+def count_split_rows(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (G,) and rows of ``split`` (G,) in each row group of one pairs file or published
+    shard; reads the footer and the ``split`` column only."""
+    with _open_parquet(path) as parquet:
+        _check_columns(path, parquet, ["split"])
+        meta = parquet.metadata
+        rows = np.array([meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+        try:
+            values = parquet.read(columns=["split"]).column("split")
+        except _PARQUET_ERRORS as err:
+            raise FormatError(path, f"cannot read Parquet: {err}") from err
+    # (N + 1,) running count of split rows; a row group's count is its end minus its start
+    running = np.concatenate([[0], np.cumsum(values.to_numpy(zero_copy_only=False) == split)])
+    ends = np.cumsum(rows)
+    return rows, running[ends] - running[ends - rows]
+
+
+@contextmanager
+def _open_parquet(path: str) -> Iterator[pq.ParquetFile]:
+    # A local file is read by Arrow itself, memory-mapped: through a Python file object every
+    # read costs a Python call and a copy. Page checksums are verified.
+    fs, local = fsio.filesystem(path)
+    handle = None
     try:
-        return fsio.read_parquet(path, columns)
-    except KeyError as err:
-        raise FormatError(path, f"cannot read pairs columns {list(columns)}: {err}") from err
+        if fsio.is_local(path):
+            parquet = pq.ParquetFile(local, memory_map=True, page_checksum_verification=True)
+        else:
+            handle = fs.open(local, "rb")
+            parquet = pq.ParquetFile(handle, page_checksum_verification=True)
+    except FileNotFoundError:
+        raise
+    except _PARQUET_ERRORS as err:
+        if handle is not None:
+            handle.close()
+        raise FormatError(path, f"cannot read Parquet: {err}") from err
+    try:
+        yield parquet
+    finally:
+        parquet.close()  # unmaps the file: mapped pages would count in the reader's RSS
+        if handle is not None:
+            handle.close()
+
+
+def _check_columns(path: str, parquet: pq.ParquetFile, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in parquet.schema_arrow.names]
+    if missing:
+        raise FormatError(path, f"lacks pairs columns {missing}")
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,10 +6,11 @@ This module is the one owner of these schemas.
 Encoding choice: the image, flux, ivar and mask columns are Arrow *fixed-size binary*
 (Parquet FIXED_LEN_BYTE_ARRAY) holding the raw little-endian array bytes, with dtype and
 shape recorded in the schema metadata. A batch decodes with one ``np.frombuffer`` over the
-column's contiguous data buffer and no per-row Python work. Fixed-size-list columns hold the
-same values but decode an order of magnitude slower; ``bench/bench_loader.py`` times both, and
-``datasets``, on the machine it runs on (figures in the README). The Hugging Face dataset
-re-encodes them as typed Array3D / Sequence features for people who load it with ``datasets``.
+column's contiguous data buffer and no per-row Python work. Typed-list columns hold the
+same values but decode several times slower; ``bench/bench_loader.py`` times the pairs table
+against the published dataset's typed-list shards, and ``datasets``, on the machine it runs on
+(figures in the README). The Hugging Face dataset re-encodes them as typed Array3D / Sequence
+features for people who load it with ``datasets``; :func:`decode_array_column` reads both.
 """
 
 from __future__ import annotations
@@ -131,6 +132,49 @@ def decode_blob(column: str, chunked: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if not parts:
         return np.empty((0, *shape), dtype=np.dtype(dtype))
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def decode_array_column(column: str, chunked: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Decode blob column ``column`` into an (N, *shape) array from either encoding.
+
+    The pairs table stores it as fixed-size binary (:func:`decode_blob`). The published
+    Hugging Face dataset (``astroclip_core/publish/features.py``) stores the same values as
+    typed lists: ``image`` as list<list<list<float32>>> (the storage of ``datasets``' Array3D
+    extension type), ``flux``/``ivar``/``mask`` as fixed-size lists. Lists decode by flattening
+    their offsets away (a view per chunk) after checking that every list has the length of its
+    axis. Raises ValueError naming the column for nulls, ragged lists or a wrong value type.
+    """
+    chunks = chunked.chunks if isinstance(chunked, pa.ChunkedArray) else [chunked]
+    if chunks and pa.types.is_fixed_size_binary(chunks[0].type):
+        return decode_blob(column, chunked)
+    dtype, shape = BLOB_COLUMNS[column]
+    parts = [_list_values(column, chunk, np.dtype(dtype), shape) for chunk in chunks]
+    if not parts:
+        return np.empty((0, *shape), dtype=np.dtype(dtype))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _list_values(
+    column: str, chunk: pa.Array, dtype: np.dtype, shape: tuple[int, ...]
+) -> np.ndarray:
+    # (N, *shape) view of one chunk of (nested) lists of ``dtype``
+    n_rows = len(chunk)
+    values = chunk.storage if isinstance(chunk, pa.ExtensionArray) else chunk
+    for axis, size in enumerate(shape):
+        if values.null_count:
+            raise ValueError(f"column {column!r} has {values.null_count} null lists")
+        if pa.types.is_fixed_size_list(values.type):
+            ok = values.type.list_size == size
+        elif pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+            ok = bool(np.all(np.diff(values.offsets.to_numpy()) == size))
+        else:
+            raise ValueError(f"column {column!r} is {chunk.type}, not lists of shape {shape}")
+        if not ok:
+            raise ValueError(f"column {column!r}: axis {axis + 1} lists are not all of {size}")
+        values = values.flatten()  # honours the chunk's offset and slicing
+    if values.null_count or values.type.to_pandas_dtype() != dtype:
+        raise ValueError(f"column {column!r} holds {values.type} values, expected {dtype}")
+    return values.to_numpy(zero_copy_only=True).reshape(n_rows, *shape)
 
 
 EMBEDDINGS_BASE_FIELDS: list[pa.Field] = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Literal
+from typing import Literal, get_args
 
 from astroclip_core.model.config import PRESETS, ModelConfig
 from astroclip_core.training.augment import AugmentConfig
@@ -16,6 +16,9 @@ DEFAULT_STEPS = 1700
 # and numpy/torch seeds are unsigned 32-bit integers.
 MAX_STEPS = 10_000_000
 MAX_SEED = 2**32 - 1
+# What the loader shuffles as one piece (see astroclip_core.training.data): whole files (the
+# order of the loader before it streamed) or single row groups (a streaming shuffle).
+ShuffleUnit = Literal["file", "row_group"]
 
 
 @dataclass(frozen=True)
@@ -23,8 +26,12 @@ class TrainConfig:
     """Everything one training run needs.
 
     The defaults here are the only ones: the Dagster asset, the runner and ``astroclip run``
-    take theirs from this class. Data: ``pairs_dir`` (a hive folder, local path or fsspec URL)
-    or an explicit ``files`` list; only ``split == 'train'`` rows are used. Length: ``steps``,
+    take theirs from this class. Data: ``pairs_dir`` (a hive folder, local path or fsspec URL),
+    ``hf_dir`` (the published Hugging Face dataset's folder, of which the ``train`` shards are
+    read) or an explicit ``files`` list of either kind; only ``split == 'train'`` rows are used.
+    Loader (:mod:`astroclip_core.training.data`): ``shuffle_unit`` ``'file'`` keeps the batches
+    of the loader before it streamed; ``'row_group'`` holds about ``shuffle_window_rows`` decoded
+    rows whatever the file sizes, for sets that do not fit in memory. Length: ``steps``,
     or ``epochs`` (steps = epochs x batches per epoch); neither gives :data:`DEFAULT_STEPS`.
     ``batch_size`` is per rank; under DDP the global batch is batch_size x world_size, and the
     loss contrasts every pair against all of it.
@@ -38,6 +45,7 @@ class TrainConfig:
     model: str | ModelConfig = "tiny"
     pairs_dir: str | None = None
     files: tuple[str, ...] | None = None
+    hf_dir: str | None = None
     steps: int | None = None
     epochs: float | None = None
     batch_size: int = 64
@@ -55,12 +63,15 @@ class TrainConfig:
     log_every: int = 10
     shuffle_window_rows: int = 2048
     cache_max_gb: float = 4.0  # keep decoded files in memory across epochs when they fit
+    shuffle_unit: ShuffleUnit = "file"
+    prefetch_batches: int = 4  # batches read ahead by a background thread; 0 = none
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     stop_after_steps: int | None = None
 
     def __post_init__(self) -> None:
-        if (self.pairs_dir is None) == (self.files is None):
-            raise ValueError("give exactly one of pairs_dir and files")
+        sources = [self.pairs_dir, self.hf_dir, self.files]
+        if sum(s is not None for s in sources) != 1:
+            raise ValueError("give exactly one of pairs_dir, hf_dir and files")
         if self.steps is not None and self.epochs is not None:
             raise ValueError(f"give steps ({self.steps}) or epochs ({self.epochs}), not both")
         if self.steps is None and self.epochs is None:
@@ -82,6 +93,15 @@ class TrainConfig:
             raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {self.device!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.shuffle_unit not in get_args(ShuffleUnit):
+            raise ValueError(
+                f"shuffle_unit must be 'file' or 'row_group', got {self.shuffle_unit!r}"
+            )
+        if self.prefetch_batches < 0 or self.shuffle_window_rows < 1:
+            raise ValueError(
+                f"prefetch_batches ({self.prefetch_batches}) must be >= 0 and "
+                f"shuffle_window_rows ({self.shuffle_window_rows}) >= 1"
+            )
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict."""
@@ -126,3 +146,16 @@ class TrainResult:
     resumed_from_step: int  # 0 for a fresh run
     paths: dict[str, str]  # name -> path: model, config, history, loss_curve, checkpoint
     rank_weight_checksums: tuple[float, ...]  # one per rank; equal when DDP kept them in sync
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (what a training process reports to its launcher)."""
+        out = asdict(self)
+        out["rank_weight_checksums"] = list(self.rank_weight_checksums)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainResult:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError`` naming them."""
+        data = dict(data)
+        data["rank_weight_checksums"] = tuple(data.get("rank_weight_checksums", ()))
+        return cls(**data)

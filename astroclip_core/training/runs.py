@@ -16,7 +16,10 @@ Only when training has reached its last step is the work folder moved into place
 (:func:`publish_run`), replacing the previous model in one rename on a local data root; the
 previous model stays whole and current until then. A crash between the two renames of that
 swap leaves the previous model in ``.runs/<model>/replaced``, from where :func:`recover_model`
-puts it back before anything else runs. On an object store (``s3://``) each file of the new
+puts it back before anything else runs.
+
+One training run per model name at a time is the supported case: two concurrent runs of
+different configs under one name would each drop the other's work folder as stale. On an object store (``s3://``) each file of the new
 model is put over the old one, model weights last.
 """
 
@@ -35,7 +38,17 @@ from astroclip_core.training.config import TrainConfig
 log = logging.getLogger(__name__)
 
 # TrainConfig fields that do not change what a run computes, so they stay out of its key.
-_KEY_EXCLUDED = ("out_dir", "resume", "stop_after_steps", "num_threads", "device")
+_KEY_EXCLUDED = (
+    "out_dir",
+    "resume",
+    "stop_after_steps",
+    "num_threads",
+    "device",
+    "prefetch_batches",
+)
+# Fields added after run keys existed: they enter a key only when not at this default, so that
+# the keys of earlier runs stay what they were.
+_KEY_LATER_DEFAULTS = {"shuffle_unit": "file"}
 # The files a finished run publishes; the checkpoint stays behind and is removed with the work
 # folder. model.pt goes last, so that on an object store a reader that finds the new weights
 # also finds the new config and history.
@@ -71,11 +84,17 @@ def data_fingerprint(files: list[str]) -> list[tuple[str, int]]:
     return sorted(out)
 
 
-def run_key(config: TrainConfig, fingerprint: list[tuple[str, int]]) -> str:
-    """A 12-hex-digit digest of ``config`` (less :data:`_KEY_EXCLUDED`) and the data."""
+def run_key(config: TrainConfig, fingerprint: list[tuple[str, int]], world_size: int = 1) -> str:
+    """A 12-hex-digit digest of ``config`` (less :data:`_KEY_EXCLUDED`), the data and, past one
+    process, the number of processes (which sets the global batch and each rank's shard)."""
     settings = {k: v for k, v in config.to_dict().items() if k not in _KEY_EXCLUDED}
-    settings.pop("pairs_dir", None)  # the data enters through its fingerprint
-    settings.pop("files", None)
+    if world_size != 1:  # single-process keys stay what they were before DDP runs had keys
+        settings["world_size"] = world_size
+    for name in ("pairs_dir", "hf_dir", "files"):
+        settings.pop(name, None)  # the data enters through its fingerprint
+    for name, default in _KEY_LATER_DEFAULTS.items():
+        if settings.get(name) == default:
+            del settings[name]
     blob = json.dumps({"config": settings, "data": fingerprint}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -117,23 +136,24 @@ def recover_model(layout: StorageLayout, release: str, model_name: str) -> bool:
 
 
 def plan_run(
-    layout: StorageLayout, release: str, model_name: str, config: TrainConfig, fresh: bool
+    layout: StorageLayout,
+    release: str,
+    model_name: str,
+    config: TrainConfig,
+    fresh: bool,
+    world_size: int = 1,
 ) -> RunPlan:
-    """Choose the work folder of a run of ``config`` and clear what must not be resumed.
+    """Choose the work folder of a run of ``config`` on ``world_size`` processes and clear what
+    must not be resumed.
 
     ``config.out_dir`` is ignored (the plan decides it). With ``fresh`` the work folder of this
     key is removed, so the run starts at step 0. Work folders of other keys are removed and
     listed in ``discarded``.
     """
-    from astroclip_core.tables.pairs import list_pairs_files  # the owner of the pairs layout
+    from astroclip_core.training.data import source_files  # reads the pairs/shards layout
 
     recover_model(layout, release, model_name)
-    files = (
-        list(config.files)
-        if config.files is not None
-        else [url for _, url in list_pairs_files(config.pairs_dir or "")]
-    )
-    key = run_key(config, data_fingerprint(files))
+    key = run_key(config, data_fingerprint(source_files(config)), world_size)
     runs_dir = layout.model_runs_dir(release, model_name)
     work_dir = layout.model_run_dir(release, model_name, key)
     discarded = []

@@ -14,9 +14,9 @@ from astroclip_core.storage import StorageLayout
 from astroclip_core.tables.embeddings import embeddings_table, write_embeddings
 from astroclip_core.tables.pairs import read_pairs
 from astroclip_core.training.checkpoint import load_model
-from astroclip_core.training.config import TrainConfig
+from astroclip_core.training.config import TrainConfig, TrainResult
 from astroclip_core.training.embed import embed_pairs
-from astroclip_core.training.runs import plan_run, publish_run
+from astroclip_core.training.runs import RunPlan, plan_run, publish_run
 from astroclip_core.training.train import main as train_main
 
 log = logging.getLogger(__name__)
@@ -36,25 +36,44 @@ def model_name(preset: str, run: str) -> str:
     return f"{preset}-{run}"
 
 
-def train_release(
-    layout: StorageLayout, release: str, name: str, config: TrainConfig, fresh: bool = False
-) -> StepResult:
-    """Train ``config`` on the release's pairs and publish it as ``models/<release>/<name>/``.
+@dataclass(frozen=True)
+class TrainingJob:
+    """A planned training run: where it writes, and the config its processes train with.
+
+    ``config`` is the caller's with ``out_dir`` set to the plan's work folder and
+    ``resume=True``; ``world_size`` the number of processes it was planned for.
+    """
+
+    name: str
+    plan: RunPlan
+    config: TrainConfig
+    world_size: int = 1
+
+
+def plan_training(
+    layout: StorageLayout,
+    release: str,
+    name: str,
+    config: TrainConfig,
+    fresh: bool = False,
+    world_size: int = 1,
+) -> TrainingJob:
+    """Plan a run of ``config`` on ``world_size`` processes as ``models/<release>/<name>/``.
 
     ``config.out_dir`` must be that folder (``layout.model_dir(release, name)``), else
     ``ValueError``. The run itself writes into its own work folder (see
     :mod:`astroclip_core.training.runs`): the same config after a kill resumes from its last
     checkpoint, a changed config starts a new run (and says so in the log), and ``fresh``
-    restarts this config's run from step 0. Only a run that reaches its last step replaces the
-    published model and then repoints ``current.json``; until then the previous model, its
-    embeddings and report stay current. A run that stops early raises ``RuntimeError``.
+    restarts this config's run from step 0. Nothing is trained here: train ``job.config``
+    (in this process, or under ``torchrun`` with ``world_size`` processes), then call
+    :func:`publish_training`.
     """
     out_dir = layout.model_dir(release, name)
     if config.out_dir != out_dir:
         raise ValueError(
             f"config.out_dir {config.out_dir!r} is not model {name!r}'s folder {out_dir!r}"
         )
-    plan = plan_run(layout, release, name, config, fresh)
+    plan = plan_run(layout, release, name, config, fresh, world_size)
     for folder in plan.discarded:
         log.warning(
             "the config changed since the interrupted run in %s; starting a new run", folder
@@ -63,17 +82,30 @@ def train_release(
         log.info("resuming %s from its checkpoint at step %d", name, plan.resume_step)
     elif fresh:
         log.info("training %s from step 0 (fresh)", name)
-    result = train_main(replace(config, out_dir=plan.work_dir, resume=True))
+    work_config = replace(config, out_dir=plan.work_dir, resume=True)
+    return TrainingJob(name, plan, work_config, world_size)
+
+
+def publish_training(
+    layout: StorageLayout, release: str, job: TrainingJob, result: TrainResult
+) -> StepResult:
+    """Publish a finished run of ``job`` (its rank-0 ``result``) and repoint ``current.json``.
+
+    Only a run that reached its last step replaces the published model; until then the
+    previous model, its embeddings and report stay current. A run that stopped early raises
+    ``RuntimeError`` naming the work folder the same command resumes from.
+    """
+    config, plan = job.config, job.plan
     if config.steps is not None and result.steps < config.steps:
         raise RuntimeError(
-            f"training of {name} stopped at step {result.steps} of {config.steps}; the current "
-            f"model is kept and the same command resumes from {plan.work_dir}"
+            f"training of {job.name} stopped at step {result.steps} of {config.steps}; the "
+            f"current model is kept and the same command resumes from {plan.work_dir}"
         )
     model_path = publish_run(layout, release, plan)
-    ref = ModelRef(release, name, model_path)
+    ref = ModelRef(release, job.name, model_path)
     fsio.atomic_write_bytes(
         layout.current_model(release),
-        json.dumps({"model": name, "model_path": ref.model_path, "run_key": plan.key}).encode(),
+        json.dumps({"model": job.name, "model_path": ref.model_path, "run_key": plan.key}).encode(),
     )
     return StepResult(
         outputs={"checkpoint": ref.model_path},
@@ -89,6 +121,7 @@ def train_release(
             "resumed_from_step": result.resumed_from_step,
             "run_key": plan.key,
             "pairs_per_s": result.pairs_per_s,
+            "world_size": result.world_size,
             "global_batch_size": result.global_batch_size,
             "device": result.device,
             "params_image": result.n_params_image,
@@ -97,6 +130,18 @@ def train_release(
             "params_total": result.n_params_total,
         },
     )
+
+
+def train_release(
+    layout: StorageLayout, release: str, name: str, config: TrainConfig, fresh: bool = False
+) -> StepResult:
+    """Train ``config`` in this process and publish it as ``models/<release>/<name>/``.
+
+    :func:`plan_training`, the training itself, then :func:`publish_training`; their
+    docstrings say what is resumed, what raises and when the published model is replaced.
+    """
+    job = plan_training(layout, release, name, config, fresh)
+    return publish_training(layout, release, job, train_main(job.config))
 
 
 def current_model(layout: StorageLayout, release: str) -> ModelRef:

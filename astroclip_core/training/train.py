@@ -6,6 +6,9 @@ writes into ``out_dir``: ``config.json`` at the start, ``checkpoint.pt`` every
 ``checkpoint_every`` steps, and at the end ``model.pt``, ``history.parquet`` and
 ``loss_curve.png``. With ``resume=True`` a run continues from ``checkpoint.pt`` to the same
 final step; on CPU the resumed run ends with the same weights as an uninterrupted one.
+Whoever launched the run can follow it through ``main``'s ``on_log`` (rank 0 calls it with each
+history row), which is how ``pipelines.train_process`` reports to Dagster without this module
+knowing of it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from torch.nn.parallel import DistributedDataParallel
 from astroclip_core.fsio import atomic_write_bytes, read_bytes
 from astroclip_core.model.clip import AstroClipModel, build_model, resolve_model_config
 from astroclip_core.model.loss import LossTerms
-from astroclip_core.tables.pairs import list_pairs_files
 from astroclip_core.training.augment import ModelInputs, batch_generator, train_inputs
 from astroclip_core.training.checkpoint import (
     TrainState,
@@ -33,7 +35,7 @@ from astroclip_core.training.checkpoint import (
     save_model,
 )
 from astroclip_core.training.config import TrainConfig, TrainResult
-from astroclip_core.training.data import PairsLoader, build_index
+from astroclip_core.training.data import PairsLoader, build_index, source_files
 from astroclip_core.training.distributed import (
     DistInfo,
     gather_floats,
@@ -82,17 +84,23 @@ class _Run:
     history: list[dict]
 
 
-def main(config: TrainConfig) -> TrainResult:
-    """Train a model as ``config`` says and return what it did (see the module docstring)."""
+def main(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train a model as ``config`` says and return what it did (see the module docstring).
+
+    ``on_log``, when given, is called on rank 0 with each history row as it is logged (``step``,
+    ``loss``, ``accuracy``, ``lr``, ``pairs_per_s``, ...: :data:`report.STEP_TERMS` and more).
+    """
     info = init_distributed(config.device)
     try:
-        return _train(config, info)
+        return _train(config, info, on_log)
     finally:
         if info.enabled:
             shutdown_distributed()
 
 
-def _train(config: TrainConfig, info: DistInfo) -> TrainResult:
+def _train(
+    config: TrainConfig, info: DistInfo, on_log: Callable[[dict], None] | None
+) -> TrainResult:
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)  # same initial weights on every rank
@@ -108,7 +116,7 @@ def _train(config: TrainConfig, info: DistInfo) -> TrainResult:
             *(global_batch, config.batch_size, info.world_size),
             *(run.step + 1, run.total_steps, info.device),
         )
-    pairs_per_s = _loop(config, info, run, paths)
+    pairs_per_s = _loop(config, info, run, paths, on_log)
     checksum = sum(float(p.detach().double().square().sum()) for p in run.model.parameters())
     checksums = gather_floats(checksum, info)
     if info.is_main and run.step == run.total_steps:
@@ -134,19 +142,16 @@ def _train(config: TrainConfig, info: DistInfo) -> TrainResult:
 
 
 def _setup(config: TrainConfig, info: DistInfo, paths: dict[str, str]) -> _Run:
-    files = (
-        list(config.files)
-        if config.files is not None
-        else [url for _, url in list_pairs_files(config.pairs_dir)]
-    )
     loader = PairsLoader(
-        build_index(files, "train"),
+        build_index(source_files(config), "train"),
         batch_size=config.batch_size,
         seed=config.seed,
         rank=info.rank,
         world_size=info.world_size,
         shuffle_window_rows=config.shuffle_window_rows,
         cache_max_bytes=int(config.cache_max_gb * 2**30),
+        shuffle_unit=config.shuffle_unit,
+        prefetch_batches=config.prefetch_batches,
     )
     if config.steps is not None:
         total_steps = config.steps
@@ -202,11 +207,9 @@ def _state(run: _Run, config: TrainConfig) -> TrainState:
 
 
 def _batches(run: _Run):
-    # Endless stream of this rank's batches from the current step on, epoch after epoch.
-    epoch, start = divmod(run.step, run.loader.batches_per_epoch)
-    while True:
-        yield from run.loader.iter_epoch(epoch, start)
-        epoch, start = epoch + 1, 0
+    # Endless stream of this rank's batches from the current step on, epoch after epoch
+    # (prefetched across epoch ends; closing this generator stops the loader's thread).
+    yield from run.loader.iter_from(run.step)
 
 
 def train_step(
@@ -278,7 +281,13 @@ class _Meter:
         return row
 
 
-def _loop(config: TrainConfig, info: DistInfo, run: _Run, paths: dict[str, str]) -> float:
+def _loop(
+    config: TrainConfig,
+    info: DistInfo,
+    run: _Run,
+    paths: dict[str, str],
+    on_log: Callable[[dict], None] | None,
+) -> float:
     """Run the remaining steps; return the mean pairs/s (all ranks) of this process's steps."""
     crop = run.model.config.image.crop_pix
     view = run.model.scan_view_head is not None  # the scan view needs a second noise draw
@@ -303,6 +312,8 @@ def _loop(config: TrainConfig, info: DistInfo, run: _Run, paths: dict[str, str])
                     "step %d/%d loss %.4f acc %.3f %.1f pairs/s",
                     *(run.step, run.total_steps, row["loss"], row["accuracy"], row["pairs_per_s"]),
                 )
+                if on_log is not None:
+                    on_log(row)
         if info.is_main and (run.step % config.checkpoint_every == 0 or last):
             save_checkpoint(paths["checkpoint"], _state(run, config))
         if config.stop_after_steps is not None and run.step >= config.stop_after_steps:
