@@ -46,9 +46,6 @@ _KEY_EXCLUDED = (
     "device",
     "prefetch_batches",
 )
-# Fields added after run keys existed: they enter a key only when not at this default, so that
-# the keys of earlier runs stay what they were.
-_KEY_LATER_DEFAULTS = {"shuffle_unit": "file"}
 # The files a finished run publishes; the checkpoint stays behind and is removed with the work
 # folder. model.pt goes last, so that on an object store a reader that finds the new weights
 # also finds the new config and history.
@@ -85,16 +82,12 @@ def data_fingerprint(files: list[str]) -> list[tuple[str, int]]:
 
 
 def run_key(config: TrainConfig, fingerprint: list[tuple[str, int]], world_size: int = 1) -> str:
-    """A 12-hex-digit digest of ``config`` (less :data:`_KEY_EXCLUDED`), the data and, past one
-    process, the number of processes (which sets the global batch and each rank's shard)."""
+    """A 12-hex-digit digest of ``config`` (less :data:`_KEY_EXCLUDED`), the data and the number
+    of processes (which sets the global batch and each rank's shard)."""
     settings = {k: v for k, v in config.to_dict().items() if k not in _KEY_EXCLUDED}
-    if world_size != 1:  # single-process keys stay what they were before DDP runs had keys
-        settings["world_size"] = world_size
+    settings["world_size"] = world_size
     for name in ("pairs_dir", "hf_dir", "files"):
         settings.pop(name, None)  # the data enters through its fingerprint
-    for name, default in _KEY_LATER_DEFAULTS.items():
-        if settings.get(name) == default:
-            del settings[name]
     blob = json.dumps({"config": settings, "data": fingerprint}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
