@@ -54,6 +54,16 @@ def _register_run(subparsers: argparse._SubParsersAction) -> None:
         "tiny gives a run of a few minutes to try things",
     )
     p.add_argument(
+        "--nproc",
+        type=int,
+        help="training processes (one per GPU; above 1 they train together under torchrun)",
+    )
+    p.add_argument(
+        "--train-source",
+        choices=["pairs", "hf"],
+        help="train from the pairs table (default) or the published Hugging Face shards",
+    )
+    p.add_argument(
         "--fresh",
         action="store_true",
         help="restart training from step 0 (by default an interrupted training of the same "
@@ -111,6 +121,8 @@ def _run(args: argparse.Namespace) -> int:
         "device": args.device,
         "seed": args.seed,
         "checkpoint_every": args.checkpoint_every,
+        "nproc": args.nproc,
+        "source": args.train_source,
     }
     training = TrainingConfig(**{k: v for k, v in flags.items() if v is not None}, fresh=args.fresh)
     if not args.skip_training:
@@ -118,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         # ingest instead of after it.
         try:
             training.train_config(StorageLayout(default_root()), args.release)
+            training.command()  # checks nproc
         except ValueError as err:
             raise UsageError(str(err)) from None
     from pipelines.definitions import defs

@@ -71,6 +71,16 @@ class TrainingConfig(dg.Config):
         "of the same config resumes from its last checkpoint). The published model is replaced "
         "only when the new run finishes.",
     )
+    source: str = Field(
+        default="pairs",
+        description="Training data: 'pairs' (the pairs table) or 'hf' (the published Hugging "
+        "Face dataset's train shards).",
+    )
+    shuffle_unit: str = Field(
+        default=_TRAIN.shuffle_unit,
+        description="'file' (whole files into the shuffle window) or 'row_group' (a streaming "
+        "shuffle over row groups of several files; memory independent of file size).",
+    )
     nproc: int = Field(
         default=1,
         description="Training processes on the node, one per GPU; above 1 they train together "
@@ -95,14 +105,21 @@ class TrainingConfig(dg.Config):
     def train_config(self, layout: StorageLayout, release: str) -> TrainConfig:
         """The library's TrainConfig of this run on ``release``'s pairs.
 
-        Every field but ``preset``, ``run``, ``fresh`` and the launch fields is a TrainConfig
-        field of that name.
+        Every field but ``preset``, ``run``, ``fresh``, ``source`` and the launch fields is a
+        TrainConfig field of that name.
         """
+        if self.source not in ("pairs", "hf"):
+            raise ValueError(f"source must be 'pairs' or 'hf', got {self.source!r}")
+        data = (
+            {"hf_dir": layout.hf_dir(release)}
+            if self.source == "hf"
+            else {"pairs_dir": layout.pairs_dir(release)}
+        )
         return TrainConfig(
             out_dir=layout.model_dir(release, self.model_name),
             model=preset_or_file(self.preset),
-            pairs_dir=layout.pairs_dir(release),
-            **self.model_dump(exclude={"preset", "run", "fresh", *_LAUNCH_FIELDS}),
+            **data,
+            **self.model_dump(exclude={"preset", "run", "fresh", "source", *_LAUNCH_FIELDS}),
         )
 
     def command(self) -> list[str]:

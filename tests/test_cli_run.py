@@ -27,6 +27,8 @@ ASTROCLIP = str(Path(sys.executable).parent / "astroclip")
         (["--seed", "-1"], "seed must be in 0..4294967295, got -1"),
         (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+        (["--nproc", "0"], "nproc must be >= 1, got 0"),
+        (["--train-source", "s3"], "argument --train-source: invalid choice: 's3'"),
         (["--executor", "spark"], "argument --executor: invalid choice: 'spark'"),
         (["--dask-address", "tcp://127.0.0.1:1"], "tcp://127.0.0.1:1 needs --executor dask"),
         (

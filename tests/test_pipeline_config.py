@@ -32,7 +32,7 @@ CASES: list[tuple[type[dg.Config], object, dict[str, str], set[str]]] = [
         TrainingConfig,
         TrainConfig(out_dir="unused", files=()),
         {"preset": "model"},
-        {"run", "fresh", "nproc", "launch_prefix", "pipes_dir"},
+        {"run", "fresh", "source", "nproc", "launch_prefix", "pipes_dir"},
     ),
     (SelectionConfig, GalaxySelection(), {}, set()),
     (RetrySettings, RetryPolicy(), {}, set()),
@@ -89,3 +89,17 @@ def test_the_default_run_trains_as_before() -> None:
     run = TrainingConfig()
     assert (run.preset, run.steps, run.batch_size, run.lr) == ("tiny", 1700, 64, 5e-4)
     assert (run.device, run.precision, run.seed) == ("auto", "fp32", 0)
+
+
+def test_training_source_picks_the_pairs_or_the_published_shards() -> None:
+    from astroclip_core.storage import StorageLayout
+    from pipelines.training import TrainingConfig
+
+    layout = StorageLayout("/data")
+    pairs = TrainingConfig().train_config(layout, "edr")
+    assert pairs.pairs_dir == layout.pairs_dir("edr") and pairs.hf_dir is None
+    shards = TrainingConfig(source="hf", shuffle_unit="row_group").train_config(layout, "edr")
+    assert shards.hf_dir == layout.hf_dir("edr") and shards.pairs_dir is None
+    assert shards.shuffle_unit == "row_group"
+    with pytest.raises(ValueError, match="source must be 'pairs' or 'hf', got 'web'"):
+        TrainingConfig(source="web").train_config(layout, "edr")
