@@ -178,10 +178,16 @@ def staged_file(url: str) -> Iterator[StagedFile]:
     readers see the old file or the whole new one, never a half-written one. For a remote
     ``url`` (s3://) it lies in a :func:`scratch_dir` and commit uploads it with ``put_file``
     (an object-store PUT becomes visible only once complete). Left uncommitted, for any
-    reason, the temporary is removed on exit and ``url`` is untouched.
+    reason, the temporary and any folder made for it are removed on exit, and ``url`` is
+    untouched.
     """
+    created: list[Path] = []  # folders this call makes for the target, deepest first
     with ExitStack() as stack:
         if is_local(url):
+            folder = _local_path(url).parent
+            while not folder.exists():
+                created.append(folder)
+                folder = folder.parent
             fd, tmp = make_temp_file(_local_path(url))
             path = Path(tmp)
         else:
@@ -194,6 +200,11 @@ def staged_file(url: str) -> Iterator[StagedFile]:
             staged.fh.close()
             if not staged.committed:
                 path.unlink(missing_ok=True)
+                # A failed download leaves no empty cache folders; one another writer has
+                # filled meanwhile is not empty and stays.
+                for made in created:
+                    with suppress(OSError):
+                        made.rmdir()
 
 
 # Temporary names: made here, swept by the next run (see the module docstring).

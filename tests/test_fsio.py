@@ -148,3 +148,16 @@ def test_staged_file_publishes_only_on_commit(tmp_path: Path) -> None:
         staged.commit()
     assert target.read_bytes() == b"chunk chunk chunk " and target.stat().st_mode & 0o777 == 0o644
     assert sorted(target.parent.iterdir()) == [target]
+
+
+def test_a_failed_staged_file_leaves_no_empty_folders(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    target = cache / "ls-dr9" / "152" / "cutout.fits"
+    with pytest.raises(RuntimeError, match="404"), fsio.staged_file(str(target)):
+        raise RuntimeError("HTTP 404")
+    assert list(cache.iterdir()) == []  # the two folders made for it are gone, cache/ stays
+    with fsio.staged_file(str(target)) as staged:
+        staged.fh.write(b"x")
+        staged.commit()
+    assert target.read_bytes() == b"x"
