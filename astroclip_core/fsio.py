@@ -302,11 +302,44 @@ def _is_stale(entry: os.DirEntry, now: float) -> bool:
 
 # Parquet reading with page checksums verified.
 
-_PARQUET_ERRORS = (OSError, pa.ArrowInvalid)
+# What Arrow raises for a file it cannot read (FormatError names the file instead).
+PARQUET_ERRORS = (OSError, pa.ArrowInvalid)
 
 
-def _parquet_problem(err: Exception) -> str:
+def parquet_problem(err: Exception) -> str:
+    """The FormatError message for an Arrow error reading a Parquet file."""
     return f"cannot read Parquet: {err}"
+
+
+@contextmanager
+def open_parquet(path: str) -> Iterator[pq.ParquetFile]:
+    """A ``ParquetFile`` of one file (local path or fsspec URL) that verifies page checksums.
+
+    A local file is memory-mapped and unmapped on exit. FormatError names ``path`` when it is
+    not readable Parquet; a missing file raises FileNotFoundError.
+    """
+    # A local file is read by Arrow itself, memory-mapped: through a Python file object every
+    # read costs a Python call and a copy. Page checksums are verified.
+    fs, local = filesystem(path)
+    handle = None
+    try:
+        if is_local(path):
+            parquet = pq.ParquetFile(local, memory_map=True, page_checksum_verification=True)
+        else:
+            handle = fs.open(local, "rb")
+            parquet = pq.ParquetFile(handle, page_checksum_verification=True)
+    except FileNotFoundError:
+        raise
+    except PARQUET_ERRORS as err:
+        if handle is not None:
+            handle.close()
+        raise FormatError(path, parquet_problem(err)) from err
+    try:
+        yield parquet
+    finally:
+        parquet.close()  # unmaps the file: mapped pages would count in the reader's RSS
+        if handle is not None:
+            handle.close()
 
 
 def read_parquet(
@@ -328,8 +361,8 @@ def read_parquet(
             )
     except FileNotFoundError:
         raise
-    except _PARQUET_ERRORS as err:
-        raise FormatError(url, _parquet_problem(err)) from err
+    except PARQUET_ERRORS as err:
+        raise FormatError(url, parquet_problem(err)) from err
 
 
 def parquet_schema(url: str) -> pa.Schema:
@@ -340,8 +373,8 @@ def parquet_schema(url: str) -> pa.Schema:
             return pq.read_schema(fh)
     except FileNotFoundError:
         raise
-    except _PARQUET_ERRORS as err:
-        raise FormatError(url, _parquet_problem(err)) from err
+    except PARQUET_ERRORS as err:
+        raise FormatError(url, parquet_problem(err)) from err
 
 
 def iter_parquet_batches(
@@ -356,8 +389,8 @@ def iter_parquet_batches(
             yield from parquet.iter_batches(batch_size=batch_rows, columns=cols)
     except FileNotFoundError:
         raise
-    except _PARQUET_ERRORS as err:
-        raise FormatError(url, _parquet_problem(err)) from err
+    except PARQUET_ERRORS as err:
+        raise FormatError(url, parquet_problem(err)) from err
 
 
 def parquet_dataset(url: str, partitioning: str | None = None) -> pads.Dataset:
@@ -380,8 +413,8 @@ def read_dataset(
         return dataset.to_table(columns=cols, filter=filter)
     except FileNotFoundError:
         raise
-    except _PARQUET_ERRORS as err:
-        raise FormatError(_failing_file(dataset, cols, filter), _parquet_problem(err)) from err
+    except PARQUET_ERRORS as err:
+        raise FormatError(_failing_file(dataset, cols, filter), parquet_problem(err)) from err
 
 
 def _failing_file(dataset: pads.Dataset, columns: list[str] | None, filter: object) -> str:
@@ -389,7 +422,7 @@ def _failing_file(dataset: pads.Dataset, columns: list[str] | None, filter: obje
     for fragment in dataset.get_fragments():
         try:
             fragment.to_table(columns=columns, filter=filter, schema=dataset.schema)
-        except _PARQUET_ERRORS:
+        except PARQUET_ERRORS:
             return getattr(fragment, "path", "<dataset>")
     files = getattr(dataset, "files", None) or ["<dataset>"]
     return f"{files[0]} (or another file of its dataset)"

@@ -18,7 +18,6 @@ groups, with Arrow's own memory-mapped reader for local files.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,8 +37,6 @@ PAIRS_ROW_GROUP_SIZE = 256
 PAIR_ARRAY_COLUMNS = ("targetid", "z", "image", "flux", "ivar", "mask")
 # The columns a figure shows of one galaxy (:class:`PairView`).
 PAIR_VIEW_COLUMNS = ["targetid", "z", "image", "flux", "mask"]
-# What Arrow raises for a file it cannot read (FormatError names the file instead).
-_PARQUET_ERRORS = (OSError, pa.ArrowInvalid)
 # The float blobs are noise: zstd barely shrinks them and makes them several times slower to
 # read on one core, so they stay uncompressed. Dictionaries only for the few-valued strings (a
 # blob never repeats).
@@ -194,15 +191,15 @@ def read_pairs_split(
     be read or decoded.
     """
     columns = [*PAIR_ARRAY_COLUMNS, "split"]
-    with _open_parquet(path) as parquet:
+    with fsio.open_parquet(path) as parquet:
         _check_columns(path, parquet, columns)
         try:
             if row_groups is None:
                 table = parquet.read(columns=columns)
             else:
                 table = parquet.read_row_groups(list(row_groups), columns=columns)
-        except _PARQUET_ERRORS as err:
-            raise FormatError(path, f"cannot read Parquet: {err}") from err
+        except fsio.PARQUET_ERRORS as err:
+            raise FormatError(path, fsio.parquet_problem(err)) from err
     if split is None:
         rows = np.arange(table.num_rows)
     else:
@@ -213,44 +210,18 @@ def read_pairs_split(
 def count_split_rows(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Rows (G,) and rows of ``split`` (G,) in each row group of one pairs file or published
     shard; reads the footer and the ``split`` column only."""
-    with _open_parquet(path) as parquet:
+    with fsio.open_parquet(path) as parquet:
         _check_columns(path, parquet, ["split"])
         meta = parquet.metadata
         rows = np.array([meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
         try:
             values = parquet.read(columns=["split"]).column("split")
-        except _PARQUET_ERRORS as err:
-            raise FormatError(path, f"cannot read Parquet: {err}") from err
+        except fsio.PARQUET_ERRORS as err:
+            raise FormatError(path, fsio.parquet_problem(err)) from err
     # (N + 1,) running count of split rows; a row group's count is its end minus its start
     running = np.concatenate([[0], np.cumsum(values.to_numpy(zero_copy_only=False) == split)])
     ends = np.cumsum(rows)
     return rows, running[ends] - running[ends - rows]
-
-
-@contextmanager
-def _open_parquet(path: str) -> Iterator[pq.ParquetFile]:
-    # A local file is read by Arrow itself, memory-mapped: through a Python file object every
-    # read costs a Python call and a copy. Page checksums are verified.
-    fs, local = fsio.filesystem(path)
-    handle = None
-    try:
-        if fsio.is_local(path):
-            parquet = pq.ParquetFile(local, memory_map=True, page_checksum_verification=True)
-        else:
-            handle = fs.open(local, "rb")
-            parquet = pq.ParquetFile(handle, page_checksum_verification=True)
-    except FileNotFoundError:
-        raise
-    except _PARQUET_ERRORS as err:
-        if handle is not None:
-            handle.close()
-        raise FormatError(path, f"cannot read Parquet: {err}") from err
-    try:
-        yield parquet
-    finally:
-        parquet.close()  # unmaps the file: mapped pages would count in the reader's RSS
-        if handle is not None:
-            handle.close()
 
 
 def _check_columns(path: str, parquet: pq.ParquetFile, columns: Sequence[str]) -> None:
