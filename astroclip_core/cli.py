@@ -25,7 +25,9 @@ def _sample_sky_generate(args: argparse.Namespace) -> int:
     from astroclip_core.samplesky.config import preset
     from astroclip_core.samplesky.generate import generate
 
-    cfg = preset(args.size, seed=args.seed, galaxies_per_pixel=args.galaxies_per_pixel)
+    cfg = preset(
+        args.size, seed=args.seed, galaxies_per_pixel=args.galaxies_per_pixel, scale=args.scale
+    )
     names = [fp.name for fp in cfg.releases]
     if args.release != "all" and args.release not in names:
         raise UsageError(
@@ -105,6 +107,13 @@ def register_sample_sky(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="target pool per nside-16 pixel",
     )
+    gen.add_argument(
+        "--scale",
+        type=int_in_range(1, 1024),
+        default=1,
+        help="cover N times the preset's nside-16 pixels per release, adding neighbours "
+        "(default: 1, the preset as it is)",
+    )
     gen.set_defaults(func=_sample_sky_generate)
 
     serve = sub.add_parser("serve", help="serve the sample sky on 127.0.0.1 until Ctrl-C")
@@ -137,6 +146,21 @@ def register_search(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=search_command)
 
 
+def register_embed(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``astroclip embed`` (embeddings of coadd files, cutout files and positions)."""
+    from astroclip_core.embed_cli import add_embed_arguments, embed_command
+
+    p = subparsers.add_parser(
+        "embed",
+        help="embed objects the pipeline has never seen (coadds, cutouts, RA/Dec)",
+        description="Embed the targets of DESI coadd files, Legacy Surveys cutout files and "
+        "the positions of a RA/Dec table (their cutouts and DESI spectra fetched and cached) "
+        "with a trained model; write the embeddings table with a source column.",
+    )
+    add_embed_arguments(p)
+    p.set_defaults(func=embed_command)
+
+
 def register_presets(subparsers: argparse._SubParsersAction) -> None:
     """Add ``astroclip presets`` (the model presets and their parameter counts)."""
     p = subparsers.add_parser("presets", help="list the model presets with parameter counts")
@@ -153,6 +177,7 @@ def _presets(args: argparse.Namespace) -> int:
 BUILTIN_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     register_sample_sky,
     register_search,
+    register_embed,
     register_presets,
 )
 

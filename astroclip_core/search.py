@@ -202,9 +202,24 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--release", default="edr", help="data release (default: edr)")
     parser.add_argument(
-        "--model", help="model folder name <preset>-<run>; optional when the release has one model"
+        "--model",
+        help="the model: a name <preset>-<run> of --release (optional when the release has one "
+        "model), a model folder, or a Hugging Face Hub repo id owner/name; the bank is "
+        "embeddings/<release>/<name> (the folder's or repo's name) unless --embeddings is given",
     )
-    parser.add_argument("--targetid", type=int, required=True, help="TARGETID of the query galaxy")
+    parser.add_argument(
+        "--targetid", type=int, help="TARGETID of the query galaxy (in the table, or in --coadd)"
+    )
+    parser.add_argument(
+        "--cutout",
+        metavar="FILE",
+        help="query with this Legacy Surveys cutout FITS instead, embedded with --model",
+    )
+    parser.add_argument(
+        "--coadd",
+        metavar="FILE",
+        help="query with the spectrum of --targetid in this DESI coadd FITS, embedded with --model",
+    )
     parser.add_argument(
         "--k", type=int_in_range(1, 100_000), default=10, help="number of neighbours (default: 10)"
     )
@@ -230,7 +245,12 @@ def _embeddings_url(args: argparse.Namespace) -> str:
 
     layout = default_layout()
     if args.model:
-        return layout.embeddings_dir(args.release, args.model)
+        from astroclip_core.model.pretrained import is_hub_id, model_label
+
+        name = args.model
+        if fsio.exists(name) or is_hub_id(name):  # a model folder or a Hub repo: its name
+            name = model_label(name).rsplit("/", 1)[-1]
+        return layout.embeddings_dir(args.release, name)
     # No --model: take the release's only model (current.json names the latest trained one).
     parent = layout.embeddings_dir(args.release, "").rstrip("/")
     fs, path = fsio.filesystem(parent)
@@ -257,22 +277,57 @@ def _write_png(args: argparse.Namespace, result: pa.Table) -> None:
     fsio.atomic_write_bytes(args.png, png)
 
 
+def _file_query(args: argparse.Namespace) -> tuple[np.ndarray, str, str]:
+    """(D,) embedding of the --cutout or --coadd query with --model; its label and modality."""
+    from astroclip_core.embed import (
+        embed_images,
+        embed_spectra,
+        objects_from_coadd,
+        objects_from_cutout,
+    )
+    from astroclip_core.embed_cli import resolve_model_source
+    from astroclip_core.model.pretrained import load_pretrained
+
+    if not args.model:
+        raise ValueError("--cutout and --coadd queries are embedded with a model: give --model")
+    model = load_pretrained(resolve_model_source(args.model, args.release))
+    if args.cutout:
+        query = objects_from_cutout(args.cutout)
+        return embed_images(model, query.images, name=args.cutout)[0], args.cutout, "image"
+    query = objects_from_coadd(args.coadd, [args.targetid])
+    vector = embed_spectra(model, query.flux, query.ivar, query.mask, name=args.coadd)[0]
+    return vector, f"{args.targetid} in {args.coadd}", "spectrum"
+
+
 def search_command(args: argparse.Namespace) -> int:
     """Run ``astroclip search``: print the neighbours table, optionally write a PNG of them.
 
     Returns 0 on success and 2 on bad input (message on stderr).
     """
     try:
+        if args.cutout and args.coadd:
+            raise ValueError("give --cutout or --coadd as the query, not both")
+        if args.targetid is None and not args.cutout:
+            raise ValueError(
+                "give the query: --targetid (with --coadd, or in the table) or --cutout"
+            )
+        if (args.cutout or args.coadd) and args.png:
+            raise ValueError("--png shows a galaxy of the table; not with --cutout or --coadd")
         url = _embeddings_url(args)
         index = EmbeddingIndex.from_table(url, method=args.method)
-        result = index.query_targetid(
-            args.targetid,
-            k=args.k,
-            query_modality=args.query_modality,
-            bank_modality=args.bank_modality,
-        )
+        if args.cutout or args.coadd:
+            vector, what, modality = _file_query(args)
+            result = index.query_vector(vector, k=args.k, bank_modality=args.bank_modality)
+        else:
+            what, modality = str(args.targetid), args.query_modality
+            result = index.query_targetid(
+                args.targetid,
+                k=args.k,
+                query_modality=args.query_modality,
+                bank_modality=args.bank_modality,
+            )
         print(
-            f"{args.query_modality} of {args.targetid} -> {args.bank_modality} bank "
+            f"{modality} of {what} -> {args.bank_modality} bank "
             f"({len(index)} rows, {index.method} search, {url})"
         )
         print(format_neighbours(result))

@@ -7,12 +7,16 @@ strings joined with ``/`` so that a local folder and an object store behave the 
     raw/desi/<release>/...                       fetched subset of the public tree, same relative paths
     raw/legacysurvey/<dr>/<north|south>/sweep/9.0/...   fetched sweep catalogues
     raw/legacysurvey/<dr>/cutouts/<layer>/<key>.fits     cutout cache
+    raw/legacysurvey/<dr>/<north|south>/coadd/<AAA>/<brick>/legacysurvey-<brick>-image-<band>.fits.fz
+                                                 fetched coadd bricks (brick_cache), and beside
+    raw/legacysurvey/<dr>/survey-bricks.fits.gz, <region>/survey-bricks-dr9-<region>.fits.gz
+    interim/raw-used/<release>/healpix=<pix>/<stage>.json  raw files a partition's stage read
     catalog/<release>/selected.parquet + selection.json     the selected redshift catalogue
     interim/<stage>/<release>/healpix=<pix>/part-0.parquet  per-partition intermediate tables
     pairs/<release>/healpix=<pix>/part-0.parquet
     failures/<release>/healpix=<pix>/<stage>.parquet     objects that could not be fetched
     hf/<release>/README.md + data/{train,test}-*.parquet
-    models/<release>/<preset>-<run>/model.pt, config.json, history.parquet
+    models/<release>/<preset>-<run>/model.safetensors, config.json, README.md, history.parquet
     models/<release>/.runs/<preset>-<run>/<run key>/   a training run until it finishes
     embeddings/<release>/<model>/healpix=<pix>/part-0.parquet
     reports/<release>/<model>/evaluation.json + figures
@@ -93,9 +97,25 @@ class StorageLayout:
         """Cache path of a Legacy Surveys file relative to the ``<dr>/`` root."""
         return self._join("raw", "legacysurvey", dr, relpath)
 
+    def brick_cache(self, dr: str, relpath: str) -> str:
+        """Cache path of a DR9 brick image or brick table, ``relpath`` as in the archive.
+
+        ``relpath`` comes from ``astroclip_core.sources.layout`` (``brick_image_path``,
+        ``SURVEY_BRICKS_PATH``, ``survey_bricks_region_path``); the cache mirrors it.
+        """
+        return self.raw_legacysurvey(dr, relpath)
+
     def cutout_cache(self, dr: str, layer: str, key: str) -> str:
         """Cache path of one cutout response, ``key`` a stable name built from the query."""
         return self._join("raw", "legacysurvey", dr, "cutouts", layer, f"{key}.fits")
+
+    def raw_dir(self) -> str:
+        """The raw download cache: every file under it can be fetched again from its source."""
+        return self._join("raw")
+
+    def raw_used_file(self, release: str, pixel: int, stage: str) -> str:
+        """JSON list of the raw cache files one partition's stage read (for cache eviction)."""
+        return partition_file(self._join("interim", "raw-used", release), pixel, f"{stage}.json")
 
     # Catalogue and per-partition intermediates
     def catalog_file(self, release: str) -> str:

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 
-from astroclip_core.cli import UsageError
+from astroclip_core.cli import UsageError, int_in_range
 from astroclip_core.releases import ReleaseNotFoundError
 
 
@@ -54,6 +54,11 @@ def _register_run(subparsers: argparse._SubParsersAction) -> None:
         "tiny gives a run of a few minutes to try things",
     )
     p.add_argument(
+        "--sky-scale",
+        type=int_in_range(1, 1024),
+        help="sample sky covering N times the preset's nside-16 pixels per release (default: 1)",
+    )
+    p.add_argument(
         "--nproc",
         type=int,
         help="training processes (one per GPU; above 1 they train together under torchrun)",
@@ -70,6 +75,26 @@ def _register_run(subparsers: argparse._SubParsersAction) -> None:
         "config resumes from its last checkpoint)",
     )
     p.add_argument("--skip-training", action="store_true", help="stop after the dataset")
+    p.add_argument(
+        "--raw-cache",
+        metavar="keep|evict|<N>gb",
+        help="raw download cache once a partition's pairs are written: keep, evict (delete the "
+        "partition's own coadds and cutouts; the default) or a size cap such as 2gb, least "
+        "recently used files out",
+    )
+    p.add_argument(
+        "--imaging",
+        choices=["auto", "service", "bricks"],
+        help="where stamps come from: auto (default: per partition, the cheaper by the cost rule "
+        "in astroclip_core.ingest.bricks), service (one cutout request per object) or bricks "
+        "(cut from DR9 coadd bricks)",
+    )
+    p.add_argument(
+        "--brick-root",
+        metavar="URL|PATH",
+        help="DR9 root to read coadd bricks from, e.g. an on-disk mirror (read in place); "
+        "default: the sweep root",
+    )
     p.add_argument(
         "--executor",
         choices=["in_process", "multiprocess", "dask"],
@@ -102,6 +127,13 @@ def _check_executor(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     _check_executor(args)
+    if args.raw_cache is not None:
+        from astroclip_core.ingest.rawcache import RawCachePolicy
+
+        try:
+            RawCachePolicy.parse(args.raw_cache)
+        except ValueError as err:
+            raise UsageError(f"--raw-cache: {err}") from None
     if args.storage:
         os.environ["ASTROCLIP_STORAGE"] = args.storage
     logging.basicConfig(
@@ -137,8 +169,21 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.resources import SampleSkyResource
 
     resources = dict(defs.resources)
-    if args.sky_size:
-        resources["sample_sky"] = SampleSkyResource(size=args.sky_size)
+    if args.raw_cache is not None:
+        from pipelines.resources import StorageResource
+
+        resources["storage"] = StorageResource(raw_cache=args.raw_cache)
+    if args.sky_size or args.sky_scale:
+        resources["sample_sky"] = SampleSkyResource(
+            size=args.sky_size or "default", scale=args.sky_scale or 1
+        )
+    if args.imaging or args.brick_root:
+        from pipelines.resources import LegacySurveySourceResource
+
+        settings = resources["legacysurvey"].model_dump()
+        settings["imaging"] = args.imaging or settings["imaging"]
+        settings["brick_root_url"] = args.brick_root or settings["brick_root_url"]
+        resources["legacysurvey"] = LegacySurveySourceResource(**settings)
     t0 = time.perf_counter()
     try:
         summary = run_all(

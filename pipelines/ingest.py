@@ -100,8 +100,9 @@ class CrossmatchConfig(dg.Config):
     group_name="ingest",
     kinds={"parquet"},
     description="Matches each selected spectrum to its nearest imaging source within the radius, "
-    "one to one, against the margin so border pairs are found exactly once; reports the "
-    "position/ID agreement rate.",
+    "one to one, against the margin so border pairs are found exactly once; a source claimed "
+    "from both sides of a border goes to its nearest spectrum's partition (read from the "
+    "release catalogue), so it is used once per release; reports the position/ID agreement rate.",
 )
 def crossmatch(
     context: dg.AssetExecutionContext, config: CrossmatchConfig, storage: StorageResource
@@ -118,8 +119,9 @@ def crossmatch(
     group_name="ingest",
     kinds={"fits", "parquet"},
     pool="legacysurvey_cutouts",
-    description="Fetches one 152x152 g,r,z cutout per matched source through a capped request "
-    "pool, with retries and a cache; failures go to the partition's failures table.",
+    description="One 152x152 g,r,z cutout per matched source, from the cutout service through a "
+    "capped request pool or cut from DR9 coadd bricks, as the imaging setting and cost rule pick; "
+    "retries and a cache; failures go to the partition's failures tables.",
 )
 def cutouts(
     context: dg.AssetExecutionContext,
@@ -136,6 +138,12 @@ def cutouts(
         concurrency=legacysurvey.max_concurrent_requests,
         policy=legacysurvey.retry.policy(),
         log=context.log,
+        imaging=legacysurvey.imaging,
+    )
+    context.log.info(
+        f"imaging {result.metadata['imaging']} (asked {legacysurvey.imaging}): estimates "
+        f"service {result.metadata['imaging_service_s_estimate']} s, "
+        f"bricks {result.metadata['imaging_bricks_s_estimate']} s"
     )
     return materialize(result)
 
@@ -154,6 +162,9 @@ def cutouts(
 )
 def pairs(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     release, pixel = release_and_pixel(context)
-    result = assemble_pairs(storage.layout(), release, pixel)
-    context.log.info(f"wrote {result.rows} pairs to {result.path}")
+    result = assemble_pairs(storage.layout(), release, pixel, storage.raw_cache_policy())
+    context.log.info(
+        f"wrote {result.rows} pairs to {result.path}; raw cache "
+        f"{result.metadata['raw_cache_policy']}: {result.metadata['raw_files_removed']} files removed"
+    )
     return materialize(result)

@@ -7,6 +7,7 @@ archive (for example ``https://data.desi.lbl.gov/public/`` or ``s3://desidata/``
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from astroclip_core.ingest.rawcache import DEFAULT_RAW_CACHE, RAW_CACHE_ENV, RawCachePolicy
 from astroclip_core.releases import Release, discover_releases, find_release
 from astroclip_core.sources.http import RetryPolicy
 from astroclip_core.sources.legacysurvey import LegacySurveySource
@@ -64,10 +66,20 @@ class StorageResource(dg.ConfigurableResource):
         default_factory=default_root,
         description="Data root (local path or fsspec URL such as s3://bucket/prefix).",
     )
+    raw_cache: str = Field(
+        default_factory=lambda: os.environ.get(RAW_CACHE_ENV) or DEFAULT_RAW_CACHE,
+        description="Raw download cache after a partition's pairs are written: keep, evict "
+        "(delete the partition's own raw files) or a size cap such as 2gb (least recently used "
+        "out); default $ASTROCLIP_RAW_CACHE, else evict. See astroclip_core.ingest.rawcache.",
+    )
 
     def layout(self) -> StorageLayout:
         """The storage layout over this root."""
         return StorageLayout(self.root)
+
+    def raw_cache_policy(self) -> RawCachePolicy:
+        """The parsed ``raw_cache``; ValueError naming the value when it is not a policy."""
+        return RawCachePolicy.parse(self.raw_cache)
 
 
 class SampleSkyResource(dg.ConfigurableResource):
@@ -80,6 +92,12 @@ class SampleSkyResource(dg.ConfigurableResource):
     seed: int | None = Field(default=None, description="Generator seed (empty = the preset's).")
     size: str = Field(
         default="default", description="Generator size preset: tiny, small or default."
+    )
+    scale: int = Field(
+        default=1,
+        ge=1,
+        description="Each release covers this many times the preset's nside-16 pixels "
+        "(neighbours added; 1 = the preset as it is).",
     )
     releases: list[str] = Field(
         default=["edr"], description="Releases generated (published) if missing when a step starts."
@@ -106,13 +124,13 @@ class SampleSkyResource(dg.ConfigurableResource):
         from astroclip_core.samplesky.service import ensure_published
 
         names = list(dict.fromkeys([*self.releases, *extra]))
-        ensure_published(self.folder(), names, seed=self.seed, size=self.size)
+        ensure_published(self.folder(), names, seed=self.seed, size=self.size, scale=self.scale)
 
     def offered(self) -> list[Release]:
         """The releases this size preset describes, each generated when asked for."""
         from astroclip_core.samplesky.service import releases_of
 
-        return releases_of(self.size, self.seed)
+        return releases_of(self.size, self.seed, self.scale)
 
     def can_generate(self) -> list[str]:
         """Names of the releases this size preset describes."""
@@ -280,6 +298,17 @@ class LegacySurveySourceResource(dg.ConfigurableResource):
     max_concurrent_requests: int = Field(
         default=8, description="Parallel cutout requests per step (the pool caps the steps)."
     )
+    imaging: str = Field(
+        default="auto",
+        description="Where stamps come from: auto (the cost rule of astroclip_core.ingest.bricks, "
+        "per partition), service (one cutout request per object) or bricks (cut from DR9 coadd "
+        "bricks).",
+    )
+    brick_root_url: str = Field(
+        default="",
+        description="DR9 root the coadd bricks are read from: a URL, or an on-disk mirror (a "
+        "path or file://, read in place); empty = the sweep root (or the sample sky).",
+    )
     retry: RetrySettings = Field(default_factory=RetrySettings, description="Retry behaviour.")
 
     def source(self, sample_sky: SampleSkyResource | None) -> LegacySurveySource:
@@ -292,6 +321,7 @@ class LegacySurveySourceResource(dg.ConfigurableResource):
             pixscale_arcsec=self.pixscale_arcsec,
             bands=self.bands,
             size_pix=self.size_pix,
+            brick_root_url=self.brick_root_url,
         )
 
 

@@ -17,6 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from astroclip_core.model.config import preset_label, preset_or_file
+from astroclip_core.publish.model_hub import model_hub_settings_from_env, push_release_model
 from astroclip_core.storage import StorageLayout
 from astroclip_core.training.config import TrainConfig
 from astroclip_core.training.steps import (
@@ -168,8 +169,9 @@ def progress_metadata(progress: Sequence[dict]) -> dict[str, dg.MetadataValue | 
     group_name="training",
     kinds={"pytorch"},
     description="Trains the CLIP-style image-spectrum model on the release's train split in "
-    "nproc processes launched through Dagster Pipes; writes model.pt, config.json, "
-    "history.parquet and a loss curve under models/<release>/.",
+    "nproc processes launched through Dagster Pipes; writes model.safetensors, config.json, "
+    "a model card (README.md), history.parquet and a loss curve under models/<release>/, and "
+    "pushes that folder to the Hub model repo HF_MODEL_REPO_ID when it and HF_TOKEN are set.",
 )
 def contrastive_model(
     context: dg.AssetExecutionContext, config: TrainingConfig, storage: StorageResource
@@ -186,7 +188,12 @@ def contrastive_model(
     result = publish_training(layout, release, job, reports.result)
     md = result.metadata
     context.log.info(f"trained {md['model']}: {md['steps']} steps, {md['pairs_per_s']:.0f} pairs/s")
-    return materialize(result, extra=progress_metadata(reports.progress))
+    # The token is read here, at the edge, and goes only to the Hub client.
+    push, push_md = push_release_model(
+        layout, release, config.model_name, model_hub_settings_from_env()
+    )
+    context.log.info(f"model push: {push.reason} {push.repo_id or ''} {push.commit_url or ''}")
+    return materialize(result, extra={**progress_metadata(reports.progress), **push_md})
 
 
 @dg.asset(

@@ -1,15 +1,20 @@
-"""A loopback fake of the few Hugging Face Hub endpoints that create_repo + upload_folder use.
+"""A loopback fake of the few Hugging Face Hub endpoints that create_repo + upload_folder and
+hf_hub_download use.
 
-Implemented (huggingface_hub 2.x, dataset repos, files committed inline as base64):
+Implemented (huggingface_hub 2.x, dataset and model repos, files committed inline as base64;
+``{kind}`` is ``datasets`` or ``models``):
 
 - ``POST /api/repos/create``                                  -> 200 ``{"url"}``, 409 if it exists
+  (no ``type`` in the payload is a model repo, as on the Hub)
 - ``POST /api/validate-yaml``                                 -> 400 unless the card's YAML parses
-  and has ``configs``, ``dataset_info`` and ``license``
-- ``GET  /api/datasets/{ns}/{name}/tree/{rev}[/{path}]``      -> the repo's files (for delete_patterns)
-- ``POST /api/datasets/{ns}/{name}/preupload/{rev}``          -> ``uploadMode: "regular"`` for every
+  and has ``configs``, ``dataset_info`` and ``license`` (dataset) or ``license`` (model)
+- ``GET  /api/{kind}/{ns}/{name}/tree/{rev}[/{path}]``        -> the repo's files (for delete_patterns)
+- ``POST /api/{kind}/{ns}/{name}/preupload/{rev}``            -> ``uploadMode: "regular"`` for every
   file, so no LFS or xet transfer is needed
-- ``POST /api/datasets/{ns}/{name}/commit/{rev}``             -> applies the NDJSON ``file`` and
+- ``POST /api/{kind}/{ns}/{name}/commit/{rev}``               -> applies the NDJSON ``file`` and
   ``deletedFile`` operations, returns ``commitUrl``/``commitOid``
+- ``HEAD|GET /{ns}/{name}/resolve/{rev}/{path}`` (model repos) -> the file, with ``ETag`` and
+  ``X-Repo-Commit`` (what hf_hub_download reads); 404 ``EntryNotFound`` for a missing file
 
 Every request is recorded with its method, path and Authorization header; any request without
 ``Bearer <token>`` gets 401 and any other route 404, so a test sees unexpected traffic.
@@ -43,6 +48,8 @@ class FakeHub:
 
     token: str
     repos: dict[str, dict[str, bytes]] = field(default_factory=dict)  # repo id -> path -> bytes
+    repo_types: dict[str, str] = field(default_factory=dict)  # repo id -> "dataset" / "model"
+    heads: dict[str, str] = field(default_factory=dict)  # repo id -> its last commit oid
     requests: list[Request] = field(default_factory=list)
     commits: list[str] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
@@ -83,6 +90,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._dispatch("GET")
 
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
     def do_POST(self) -> None:
         self._dispatch("POST")
 
@@ -100,9 +110,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._create(json.loads(body))
         elif method == "POST" and path == "/api/validate-yaml":
             self._validate_yaml(json.loads(body))
-        elif len(parts) >= 6 and parts[:2] == ["api", "datasets"]:
+        elif method in ("GET", "HEAD") and len(parts) >= 5 and parts[2] == "resolve":
+            self._resolve(method, f"{parts[0]}/{parts[1]}", "/".join(parts[4:]))
+        elif len(parts) >= 6 and parts[0] == "api" and parts[1] in ("datasets", "models"):
             repo_id, action = f"{parts[2]}/{parts[3]}", parts[4]
-            if repo_id not in self.fake.repos:
+            kind = "dataset" if parts[1] == "datasets" else "model"
+            if self.fake.repo_types.get(repo_id) != kind:
                 self._reply(
                     404,
                     {"error": f"Repository {repo_id} not found"},
@@ -120,18 +133,39 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, {"error": f"no route {method} {path}"})
 
     def _create(self, payload: dict) -> None:
-        if payload.get("type") != "dataset":
-            self._reply(
-                400, {"error": f"fake hub only makes dataset repos, got {payload.get('type')}"}
-            )
+        kind = payload.get("type") or "model"
+        if kind not in ("dataset", "model"):
+            self._reply(400, {"error": f"fake hub only makes dataset and model repos, got {kind}"})
             return
         repo_id = f"{payload['organization']}/{payload['name']}"
-        url = f"{self.fake.endpoint}/datasets/{repo_id}"
+        prefix = "datasets/" if kind == "dataset" else ""
+        url = f"{self.fake.endpoint}/{prefix}{repo_id}"
         if repo_id in self.fake.repos:
-            self._reply(409, {"error": "You already created this dataset repo", "url": url})
+            self._reply(409, {"error": f"You already created this {kind} repo", "url": url})
             return
         self.fake.repos[repo_id] = {}
+        self.fake.repo_types[repo_id] = kind
         self._reply(200, {"url": url})
+
+    def _resolve(self, method: str, repo_id: str, path: str) -> None:
+        files = (
+            self.fake.repos.get(repo_id) if self.fake.repo_types.get(repo_id) == "model" else None
+        )
+        if files is None:
+            self._reply(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+            return
+        if path not in files:
+            self._reply(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
+            return
+        data = files[path]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
+        self.send_header("X-Repo-Commit", self.fake.heads.get(repo_id, "0" * 40))
+        self.end_headers()
+        if method == "GET":
+            self.wfile.write(data)
 
     def _validate_yaml(self, payload: dict) -> None:
         content = payload["content"]
@@ -144,7 +178,10 @@ class _Handler(BaseHTTPRequestHandler):
         except yaml.YAMLError as err:
             self._reply(400, {"errors": [{"message": f"invalid YAML: {err}"}]})
             return
-        missing = [k for k in ("configs", "dataset_info", "license") if k not in (meta or {})]
+        required = ("configs", "dataset_info", "license")
+        if payload.get("repoType") == "model":
+            required = ("license",)
+        missing = [k for k in required if k not in (meta or {})]
         if missing:
             self._reply(400, {"errors": [{"message": f"metadata lacks {missing}"}]})
             return
@@ -183,7 +220,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         oid = hashlib.sha1(body).hexdigest()
         self.fake.commits.append(oid)
-        url = f"{self.fake.endpoint}/datasets/{repo_id}/commit/{oid}"
+        self.fake.heads[repo_id] = oid
+        prefix = "datasets/" if self.fake.repo_types[repo_id] == "dataset" else ""
+        url = f"{self.fake.endpoint}/{prefix}{repo_id}/commit/{oid}"
         self._reply(200, {"commitUrl": url, "commitOid": oid, "pullRequestUrl": None})
 
     def _reply(self, status: int, payload: object, headers: dict[str, str] | None = None) -> None:
@@ -194,4 +233,5 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":  # a HEAD reply has headers only
+            self.wfile.write(data)

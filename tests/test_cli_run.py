@@ -30,6 +30,7 @@ ASTROCLIP = str(Path(sys.executable).parent / "astroclip")
         (["--nproc", "0"], "nproc must be >= 1, got 0"),
         (["--train-source", "s3"], "argument --train-source: invalid choice: 's3'"),
         (["--executor", "spark"], "argument --executor: invalid choice: 'spark'"),
+        (["--sky-scale", "0"], "argument --sky-scale: 0 is outside 1..1024"),
         (["--dask-address", "tcp://127.0.0.1:1"], "tcp://127.0.0.1:1 needs --executor dask"),
         (
             ["--executor", "dask", "--dask-address", "127.0.0.1:8786"],
@@ -87,7 +88,7 @@ def test_killed_training_resumes_and_never_loses_the_model(tmp_path: Path) -> No
     )
     assert first.returncode == 0, first.stderr[-3000:]
     models = storage / "models" / "edr"
-    model = models / "tiny-v1" / "model.pt"
+    model = models / "tiny-v1" / "model.safetensors"
     digest, current = _digest(model), (models / "current.json").read_bytes()
     embeddings = sorted((storage / "embeddings" / "edr" / "tiny-v1").rglob("*.parquet"))
     assert embeddings

@@ -45,3 +45,52 @@ def test_sources_without_a_recorded_margin_are_refused_by_name(tmp_path) -> None
     with pytest.raises(ValueError, match="records no astroclip.margin_arcsec") as err:
         match_partition_stage(layout, RELEASE, PIXEL, radius_arcsec=1.0)
     assert sources_url in str(err.value) and "imaging_sources" in str(err.value)
+
+
+def test_a_source_on_a_border_goes_to_one_partition_of_the_release(tmp_path) -> None:
+    """Two partitions' match steps, each reading its neighbour's spectra from the release
+    catalogue, use a source claimed from both sides of their border once between them."""
+    from tests.test_partition_match import _contested_layout
+
+    layout = StorageLayout(str(tmp_path))
+    ra_spec, dec_spec, ra_src, dec_src = _contested_layout(with_fallback=True)
+    pixels = [1703, 1702]  # spectrum A (0.3" from the source) in 1703, B (0.5") in 1702
+    catalog = pa.table({
+        "targetid": pa.array([11, 22], pa.int64()),
+        "target_ra": ra_spec, "target_dec": dec_spec,
+        "release": pa.array([9010, 9010], pa.int16()),
+        "brickid": pa.array([1, 1], pa.int32()), "brick_objid": pa.array([5, 6], pa.int32()),
+        "partition": pa.array(pixels, pa.int32()),
+    })  # fmt: skip
+    fsio.atomic_write_parquet(layout.catalog_file(RELEASE), catalog)
+    n = ra_src.size
+    # Both sources lie within a few arcsec of the border: inside both partitions' 10" margin.
+    sources = record_margin(
+        pa.table(
+            {
+                "ra": ra_src,
+                "dec": dec_src,
+                "release": [9010] * n,
+                "brickid": [1] * n,
+                "objid": list(range(n)),
+                "type": ["REX"] * n,
+                **{
+                    c: pa.array([1.0] * n, pa.float32())
+                    for c in ("flux_g", "flux_r", "flux_z", "ebv")
+                },
+            }
+        ),
+        10.0,
+    )
+    used, metadata = [], {}
+    for pixel in pixels:
+        write_interim(layout, "sources", RELEASE, pixel, sources)
+        metadata[pixel] = match_partition_stage(layout, RELEASE, pixel).metadata
+        used += read_interim(layout, "matches", RELEASE, pixel).column("objid").to_pylist()
+    assert sorted(used) == [0, 1]  # A keeps the border source 0, B takes its next one
+    counts = {
+        p: (md["border_sources_contested"], md["border_sources_ceded"])
+        for p, md in metadata.items()
+    }
+    assert counts == {1703: (1, 0), 1702: (1, 1)}
+    assert metadata[1702]["border_spectra_lost_nearest"] == 1

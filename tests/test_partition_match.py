@@ -10,6 +10,7 @@ from scipy.spatial import cKDTree
 from astroclip_core.sky.healpix import PARTITION_NSIDE, HealpixPixel, pixels_of
 from astroclip_core.sky.matching import chord_of_arcsec, unit_vectors
 from astroclip_core.sky.partition_match import (
+    BorderRivals,
     SourceIds,
     SourcePositions,
     SpectraPositions,
@@ -44,10 +45,14 @@ def _boundary_points(pixels, step):
     return ra[keep], dec[keep]
 
 
-def _match_all_partitions(ra_spec, dec_spec, ra_src, dec_src, margin_arcsec, radius_arcsec):
+def _match_all_partitions(
+    ra_spec, dec_spec, ra_src, dec_src, margin_arcsec, radius_arcsec, rivals=True
+):
     """Run match_partition over every pixel holding spectra; (spectrum, source) global pairs.
 
-    ``margin_arcsec=None`` gives each partition only the sources inside its own pixel.
+    ``margin_arcsec=None`` gives each partition only the sources inside its own pixel. With
+    ``rivals``, each partition sees every other partition's spectra (TARGETID = global index),
+    as the ingest gives it its neighbours' from the release catalogue.
     """
     spec_pix = pixels_of(ra_spec, dec_spec)
     src_pix = pixels_of(ra_src, dec_src)
@@ -59,11 +64,15 @@ def _match_all_partitions(ra_spec, dec_spec, ra_src, dec_src, margin_arcsec, rad
             src_rows = np.flatnonzero(src_pix == p)
         else:
             src_rows = np.flatnonzero(in_pixel_with_margin(ra_src, dec_src, pixel, margin_arcsec))
+        other = np.flatnonzero(spec_pix != p)
         result = match_partition(
             SpectraPositions(ra_spec[spec_rows], dec_spec[spec_rows]),
             SourcePositions(ra_src[src_rows], dec_src[src_rows]),
             pixel,
             radius_arcsec=radius_arcsec,
+            rivals=BorderRivals(spec_rows, SpectraPositions(ra_spec[other], dec_spec[other]), other)
+            if rivals
+            else None,
         )
         found += zip(
             spec_rows[result.spectrum_idx].tolist(),
@@ -223,3 +232,104 @@ def test_id_agreement_counts_pairs_with_ids_on_both_sides():
 def test_source_ids_must_match_positions_in_length():
     with pytest.raises(ValueError, match="2 positions but 1 source IDs"):
         SourcePositions(np.zeros(2), np.zeros(2), SourceIds([9010], [1], [1]))
+
+
+def _toward(xyz, target_xyz, arcsec):
+    """(3,) unit vector ``arcsec`` from ``xyz`` along the great circle toward ``target_xyz``."""
+    direction = target_xyz - np.dot(target_xyz, xyz) * xyz
+    direction /= np.linalg.norm(direction)
+    angle = np.deg2rad(arcsec * ARCSEC_DEG)
+    return np.cos(angle) * xyz + np.sin(angle) * direction
+
+
+def _radec(xyz_rows):
+    xyz = np.atleast_2d(xyz_rows)
+    return np.rad2deg(np.arctan2(xyz[:, 1], xyz[:, 0])) % 360.0, np.rad2deg(np.arcsin(xyz[:, 2]))
+
+
+def _shared_border(pixel_a, pixel_b):
+    """(border point, centre of a, centre of b) as unit vectors, where the line of centres
+    crosses from ``pixel_a`` straight into ``pixel_b``."""
+    ca = unit_vectors(*map(np.atleast_1d, HealpixPixel(PARTITION_NSIDE, pixel_a).center_deg()))[0]
+    cb = unit_vectors(*map(np.atleast_1d, HealpixPixel(PARTITION_NSIDE, pixel_b).center_deg()))[0]
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        point = (1 - mid) * ca + mid * cb
+        inside_a = pixels_of(*_radec(point / np.linalg.norm(point)))[0] == pixel_a
+        lo, hi = (mid, hi) if inside_a else (lo, mid)
+    point = (1 - lo) * ca + lo * cb
+    return point / np.linalg.norm(point), ca, cb
+
+
+def _contested_layout(with_fallback):
+    """Source S on the 1703/1702 border: A (in 1703) 0.3" from it, B (in 1702) 0.5"; with
+    ``with_fallback``, a second source 0.8" beyond B. Returns spectra and sources (ra, dec)."""
+    border, c_a, c_b = _shared_border(1703, 1702)
+    spec = np.array([_toward(border, c_a, 0.3), _toward(border, c_b, 0.5)])  # A = 0, B = 1
+    src = [border] + ([_toward(spec[1], c_b, 0.8)] if with_fallback else [])
+    ra_spec, dec_spec = _radec(spec)
+    assert pixels_of(ra_spec, dec_spec).tolist() == [1703, 1702]
+    return ra_spec, dec_spec, *_radec(np.array(src))
+
+
+def test_a_source_claimed_from_both_sides_of_a_border_is_used_once():
+    ra_spec, dec_spec, ra_src, dec_src = _contested_layout(with_fallback=True)
+    args = (ra_spec, dec_spec, ra_src, dec_src, 10.0, 1.0)
+
+    unresolved = _match_all_partitions(*args, rivals=False)
+    assert sorted(unresolved) == [(0, 0), (1, 0)]  # what the rule prevents: S used twice
+    found = _match_all_partitions(*args)
+    assert sorted(found) == [(0, 0), (1, 1)]  # the nearer A keeps S; B takes its next source
+
+
+def test_the_losing_side_records_the_contest_and_may_stay_unmatched():
+    ra_spec, dec_spec, ra_src, dec_src = _contested_layout(with_fallback=False)
+    results = {}
+    for own, other in ((0, 1), (1, 0)):
+        pixel = HealpixPixel(PARTITION_NSIDE, int(pixels_of(ra_spec[[own]], dec_spec[[own]])[0]))
+        rivals = BorderRivals([own], SpectraPositions(ra_spec[[other]], dec_spec[[other]]), [other])
+        results[own] = match_partition(
+            SpectraPositions(ra_spec[[own]], dec_spec[[own]]),
+            SourcePositions(ra_src, dec_src),
+            pixel,
+            rivals=rivals,
+        )
+    won, lost = results[0], results[1]
+    assert (won.n_matched, won.n_border_contested, won.n_border_ceded) == (1, 1, 0)
+    assert (lost.n_matched, lost.n_border_contested, lost.n_border_ceded) == (0, 1, 1)
+    assert (won.n_border_losers, lost.n_border_losers) == (0, 1)
+
+
+def test_equal_claims_across_a_border_go_to_the_lower_targetid():
+    """A rival at the very position of the spectrum here claims the source at an equal
+    separation, to the last bit: the lower TARGETID wins."""
+    pixel = HealpixPixel(PARTITION_NSIDE, 1703)
+    ra0, dec0 = pixel.center_deg()
+    spectra = SpectraPositions(np.array([ra0]), np.array([dec0]))
+    sources = SourcePositions(np.array([ra0]), np.array([dec0 + 0.5 * ARCSEC_DEG]))
+    outcome = {}
+    for own_tid, rival_tid in ((7, 9), (9, 7)):
+        rivals = BorderRivals([own_tid], spectra, [rival_tid])
+        result = match_partition(spectra, sources, pixel, rivals=rivals)
+        outcome[own_tid] = (result.n_matched, result.n_border_contested, result.n_border_ceded)
+    assert outcome == {7: (1, 1, 0), 9: (0, 1, 1)}
+
+
+def test_crowded_borders_use_each_source_at_most_once_in_the_release():
+    rng = np.random.default_rng(21)
+    ra_b, dec_b = _boundary_points(pixels_of(np.array([150.0]), np.array([2.0])), step=40)
+    # Three spectra and three sources within ~1.5" of each border point: many contests.
+    ra_spec, dec_spec = _offset(
+        rng, np.repeat(ra_b, 3), np.repeat(dec_b, 3), rng.uniform(0, 0.8, 3 * ra_b.size)
+    )
+    ra_src, dec_src = _offset(
+        rng, np.repeat(ra_b, 3), np.repeat(dec_b, 3), rng.uniform(0, 0.8, 3 * ra_b.size)
+    )
+    args = (ra_spec, dec_spec, ra_src, dec_src, 10.0, 1.0)
+
+    found = _match_all_partitions(*args)
+    sources = [j for _, j in found]
+    assert len(sources) == len(set(sources))
+    unresolved = [j for _, j in _match_all_partitions(*args, rivals=False)]
+    assert len(unresolved) > len(set(unresolved))  # the layout does produce contests

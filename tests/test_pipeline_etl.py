@@ -75,6 +75,14 @@ def test_pairs_checks_passed_and_metadata(etl):
     md = _latest_metadata(instance, "crossmatch", "edr-1703")
     assert md["matched"].value > 0 and "separation_histogram" in md
     assert md["position_id_agreement_rate"].value > 0.95
+    cutouts_md = _latest_metadata(instance, "cutouts", "edr-1703")
+    # auto on a sparse sky: the cost rule keeps the cutout service, and says why
+    assert cutouts_md["imaging_requested"].value == "auto"
+    assert cutouts_md["imaging"].value == "service"
+    assert (
+        cutouts_md["imaging_service_s_estimate"].value
+        < cutouts_md["imaging_bricks_s_estimate"].value
+    )
     pairs_md = _latest_metadata(instance, "pairs", "edr-1703")
     assert pairs_md["size_bytes"].value > 0 and "sample_pairs" in pairs_md and "schema" in pairs_md
 

@@ -16,6 +16,7 @@ import fitsio
 import pytest
 import s3fs
 
+from astroclip_core.samplesky.lazy import coadd_relpaths, sky_file_bytes
 from astroclip_core.sources.faults import FaultConfig, FaultServer, proxy_backend
 from astroclip_core.sources.layout import (
     SAMPLESKY_CUTOUT_PATH,
@@ -117,8 +118,10 @@ def test_etl_on_s3_storage_equals_local_run(clean_run, moto_s3):
 
 def test_a_file_that_stays_corrupt_is_recorded_and_the_partition_goes_on(clean_run):
     base, sky, clean = clean_run
-    coadd = sorted((sky / "public").rglob("coadd-*.fits"))[0]
-    bad_path = "/" + coadd.relative_to(sky).as_posix()
+    relpath = coadd_relpaths(sky)[0]  # drawn by the server on request, not on disk
+    bad_path = "/" + SAMPLESKY_DESI_PREFIX + relpath
+    coadd = base / "bad-coadd.fits"
+    coadd.write_bytes(sky_file_bytes(sky, relpath))
     config = FaultConfig(seed=1, fraction=0.0, always_corrupt=frozenset({bad_path}))
     storage, faulty = _etl_through(base, sky, "corrupt", config)
     assert faulty.requests_for(bad_path) == 2  # fetched again once, then given up

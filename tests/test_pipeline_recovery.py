@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 SEED = 12
 KILLED_STAGES = ("ingest", "publish", "train", "embed")
 # One thread each: the processes compare bit for bit, and the machine has two cores.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# The raw cache is kept: one test damages cached downloads and checks they are fetched again.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ASTROCLIP_RAW_CACHE": "keep"}
 STAGE_TIMEOUT_S = 240.0
 
 
@@ -130,7 +131,10 @@ def _same_model(a: StorageLayout, b: StorageLayout) -> None:
     assert history_a == history_b and len(history_a) > 0
 
 
-def test_damaged_cached_downloads_are_fetched_again(reference: dict, sky: Path, tmp_path: Path):
+def test_damaged_cached_downloads_are_fetched_again(
+    reference: dict, sky: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("ASTROCLIP_RAW_CACHE", "keep")
     ref_root, root = reference["root"], tmp_path / "storage"
     shutil.copytree(ref_root, root)
     (cutout,) = sorted(root.glob("raw/legacysurvey/*/cutouts/*/*/*.fits"))[:1]

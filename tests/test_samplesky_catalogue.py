@@ -24,6 +24,7 @@ from astroclip_core.samplesky.generate import (
     truth_path,
     write_manifest,
 )
+from astroclip_core.samplesky.lazy import coadd_relpaths, sky_file_bytes
 from astroclip_core.sky.healpix import pixels_of
 from astroclip_core.sources import layout
 
@@ -43,6 +44,13 @@ def tiny_sky_root(factory: pytest.TempPathFactory) -> Path:
 def sky_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Root of the tiny sample sky."""
     return tiny_sky_root(tmp_path_factory)
+
+
+def _coadd_on_disk(root: Path, relpath: str, folder: Path) -> Path:
+    """A coadd of the sky (drawn on request: not on disk) written to a file in ``folder``."""
+    path = folder / relpath.replace("/", "_")
+    path.write_bytes(sky_file_bytes(root, relpath))
+    return path
 
 
 def _hashes(root: Path, under: str = "") -> dict[str, str]:
@@ -173,7 +181,7 @@ def test_truth_matches_sweeps_with_jitter_and_traps(sky_root: Path) -> None:
     assert n_pairs > 0
 
 
-def test_dr1_reobserves_edr_galaxies_with_new_noise(sky_root: Path) -> None:
+def test_dr1_reobserves_edr_galaxies_with_new_noise(sky_root: Path, tmp_path: Path) -> None:
     edr = pq.read_table(truth_path(sky_root, "edr")).to_pydict()
     dr1 = pq.read_table(truth_path(sky_root, "dr1")).to_pydict()
     assert set(dr1["healpix"]) > set(edr["healpix"])
@@ -187,13 +195,19 @@ def test_dr1_reobserves_edr_galaxies_with_new_noise(sky_root: Path) -> None:
     )
     row = zcat.slice(0, 1).to_pylist()[0]
     a = read_coadd(
-        desi_root(sky_root)
-        / layout.coadd_path(rel_e, row["survey"], row["program"], row["healpix"]),
+        _coadd_on_disk(
+            sky_root,
+            layout.coadd_path(rel_e, row["survey"], row["program"], row["healpix"]),
+            tmp_path,
+        ),
         [row["targetid"]],
     )
     b = read_coadd(
-        desi_root(sky_root)
-        / layout.coadd_path(rel_d, row["survey"], row["program"], row["healpix"]),
+        _coadd_on_disk(
+            sky_root,
+            layout.coadd_path(rel_d, row["survey"], row["program"], row["healpix"]),
+            tmp_path,
+        ),
         [row["targetid"]],
     )
     fa, fb = np.array(a["flux"][0].as_py()), np.array(b["flux"][0].as_py())
@@ -203,12 +217,10 @@ def test_dr1_reobserves_edr_galaxies_with_new_noise(sky_root: Path) -> None:
     assert np.corrcoef(np.convolve(fa, k, "valid"), np.convolve(fb, k, "valid"))[0, 1] > 0.5
 
 
-def test_coadds_have_masked_pixels_with_zero_ivar(sky_root: Path) -> None:
+def test_coadds_have_masked_pixels_with_zero_ivar(sky_root: Path, tmp_path: Path) -> None:
     rel = KNOWN_RELEASES["edr"]
-    paths = sorted(
-        (desi_root(sky_root) / layout.specprod_root(rel) / "healpix").rglob("coadd-*.fits")
-    )
-    masks = [read_coadd(p) for p in paths[:20]]
+    relpaths = [r for r in coadd_relpaths(sky_root) if r.startswith(layout.specprod_root(rel))]
+    masks = [read_coadd(_coadd_on_disk(sky_root, r, tmp_path)) for r in relpaths[:20]]
     n_masked = 0
     for table in masks:
         for m, iv in zip(table["mask"].to_pylist(), table["ivar"].to_pylist(), strict=True):

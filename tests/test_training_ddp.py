@@ -49,7 +49,7 @@ def test_two_process_ddp_keeps_ranks_in_sync(tmp_path) -> None:
         assert report["global_batch_size"] == 8
         checksums = report["rank_weight_checksums"]
         assert len(checksums) == 2 and checksums[0] == checksums[1]
-    model = load_model(str(tmp_path / "run" / "model.pt"))
+    model = load_model(str(tmp_path / "run" / "model.safetensors"))
     saved = sum(float(p.detach().double().square().sum()) for p in model.parameters())
     assert abs(saved - reports[0]["rank_weight_checksums"][0]) < 1e-9 * max(saved, 1.0)
     assert pq.read_table(tmp_path / "run" / "history.parquet").column("step").to_pylist() == [

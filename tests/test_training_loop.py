@@ -88,7 +88,7 @@ def test_killed_run_resumes_to_the_same_end(pairs_dir, tmp_path) -> None:
     out = tmp_path / "killed"
     # "killed" after step 5: the last checkpoint is step 3; steps 4-5 are lost and redone
     partial = main(_config(pairs_dir, out, stop_after_steps=5))
-    assert partial.steps == 5 and not (out / "model.pt").exists()
+    assert partial.steps == 5 and not (out / "model.safetensors").exists()
     assert load_checkpoint(str(out / "checkpoint.pt")).step == 3
     resumed = main(_config(pairs_dir, out))
     assert resumed.resumed_from_step == 3 and resumed.steps == 8

@@ -12,6 +12,7 @@ import torch
 from pairs_fixture import micro_model_config, write_pairs_dir
 
 from astroclip_core import fsio
+from astroclip_core.model.config import ModelConfig
 from astroclip_core.storage import StorageLayout
 from astroclip_core.training.checkpoint import load_model
 from astroclip_core.training.config import TrainConfig
@@ -75,13 +76,17 @@ def test_a_stopped_run_keeps_the_current_model_and_resumes(layout: StorageLayout
     models = str(Path(layout.model_dir(RELEASE, NAME)).parent)
     assert _files(models) == [
         "current.json",
+        f"{NAME}/README.md",
         f"{NAME}/config.json",
         f"{NAME}/history.parquet",
         f"{NAME}/loss_curve.png",
-        f"{NAME}/model.pt",
+        f"{NAME}/model.safetensors",
     ]
     saved = json.loads(fsio.read_bytes(f"{layout.model_dir(RELEASE, NAME)}/config.json"))
-    assert saved["out_dir"] == layout.model_dir(RELEASE, NAME) and saved["seed"] == 1
+    training = saved["training"]
+    assert training["out_dir"] == layout.model_dir(RELEASE, NAME) and training["seed"] == 1
+    assert saved["steps"] == 6
+    assert ModelConfig.from_dict(saved["model_config"]) == micro_model_config()
 
 
 def test_resumed_model_equals_an_uninterrupted_one(layout: StorageLayout, tmp_path: Path) -> None:

@@ -42,12 +42,23 @@ def evaluate_release(
     report = evaluate(embeddings, photometry, read_truth(truth_url), k=k)
     files = write_report(report, layout.report_dir(release, model), pairs=layout.pairs_dir(release))
     flat = report.to_flat_dict()
+    card = _refresh_card(layout, release, model)
     metadata: dict[str, MetadataEntry] = {
         key: value for key in HEADLINE_KEYS if (value := flat.get(key)) is not None
     }
     for name, url in files.items():
         if name.endswith(".png"):
             metadata[name.removesuffix(".png")] = Figure(fsio.read_bytes(url), name)
-    return StepResult(
-        outputs={"report": files["evaluation.json"]}, rows=None, size_bytes=None, metadata=metadata
-    )
+    outputs = {"report": files["evaluation.json"], **({"model_card": card} if card else {})}
+    return StepResult(outputs=outputs, rows=None, size_bytes=None, metadata=metadata)
+
+
+def _refresh_card(layout: StorageLayout, release: str, model: str) -> str | None:
+    """Rewrite the model card with the report just written; None for a model folder in the old
+    ``model.pt`` format (it has no model-folder config.json to make a card from)."""
+    from astroclip_core.model.pretrained import WEIGHTS_NAME
+    from astroclip_core.publish.model_card import refresh_model_card  # publish: a layer above
+
+    if not fsio.exists(f"{layout.model_dir(release, model)}/{WEIGHTS_NAME}"):
+        return None
+    return refresh_model_card(layout, release, model)

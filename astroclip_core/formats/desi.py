@@ -183,6 +183,22 @@ def _check_coadd_layout(fits: fitsio.FITS, path: str | Path, n_rows: int) -> Non
                 )
 
 
+def require_fibermap(fits: fitsio.FITS, path: str | Path) -> None:
+    """Raise FormatError naming ``path`` when the file has no FIBERMAP HDU.
+
+    Without it a coadd's spectra have no TARGETID and no position, so the file cannot be used
+    as a coadd even when its arms are there (e.g. a file cut down to FLUX/IVAR/WAVELENGTH).
+    """
+    if "FIBERMAP" in fits:
+        return
+    present = [hdu.get_extname() for hdu in fits if hdu.get_extname()]
+    raise FormatError(
+        path,
+        "missing HDU FIBERMAP, so its spectra have no TARGETID or sky position: not a usable "
+        f"DESI coadd (its HDUs: {', '.join(present) or 'none'})",
+    )
+
+
 def _row_runs(rows: np.ndarray) -> list[tuple[int, int]]:
     """Sorted row indices as contiguous [start, stop) runs, e.g. [0,1,2,7] -> [(0,3),(7,8)]."""
     if rows.size == 0:
@@ -212,6 +228,7 @@ def read_coadd_arrays(path: str | Path, targetids: Sequence[int] | None = None) 
     A requested TARGETID absent from the file raises KeyError.
     """
     with open_fits(path) as fits:
+        require_fibermap(fits, path)
         require_hdus(fits, path, _coadd_hdu_names())
         fibermap_hdu = fits["FIBERMAP"]
         require_columns(fibermap_hdu, path, ["TARGETID", "TARGET_RA", "TARGET_DEC"])
@@ -421,6 +438,7 @@ __all__ = [
     "read_coadd_arrays",
     "read_redrock",
     "read_zcatalog",
+    "require_fibermap",
     "write_coadd",
     "write_redrock",
     "write_zcatalog",

@@ -219,6 +219,13 @@ def read_cutout(
             cube = hdu.data
     except OSError as err:
         raise FormatError(name, f"astropy cannot parse it as FITS: {err}") from err
+    if cube is not None and cube.ndim == 2:
+        bands = str(header.get("BANDS", header.get("BAND", "?"))).strip()
+        raise FormatError(
+            name,
+            f"one band only: the primary HDU must hold a 3-D (bands, H, W) image of "
+            f"{', '.join(expect_bands)}, but has a 2-D one, shape {cube.shape} (BANDS={bands!r})",
+        )
     if cube is None or cube.ndim != 3:
         got = "no data" if cube is None else f"shape {cube.shape}"
         raise FormatError(name, f"primary HDU must hold a 3-D (bands, H, W) image, has {got}")
@@ -235,8 +242,30 @@ def read_cutout(
     return cube
 
 
+def cutout_centre_deg(source: str | Path | bytes) -> tuple[float, float]:
+    """(RA, Dec) in degrees of the centre of a cutout FITS (path, fsspec URL or bytes), from
+    its primary header's celestial WCS; FormatError naming the file when it has none."""
+    from astropy.wcs import WCS
+
+    name, data = _source_bytes(source)
+    check_fits_bytes(name, data[:80], len(data))
+    try:
+        header = afits.getheader(io.BytesIO(data), 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FITS WCS fix-up notes, not problems
+            wcs = WCS(header, naxis=2)
+    except (OSError, ValueError, KeyError) as err:
+        raise FormatError(name, f"cannot read a WCS from the primary header: {err}") from err
+    if not wcs.has_celestial:
+        raise FormatError(name, "primary header has no celestial WCS (CTYPE RA---/DEC--)")
+    width, height = header.get("NAXIS1", 0), header.get("NAXIS2", 0)
+    ra, dec = wcs.celestial.pixel_to_world_values((width - 1) / 2.0, (height - 1) / 2.0)
+    return float(ra) % 360.0, float(dec)
+
+
 __all__ = [
     "PIXSCALE_ARCSEC",
+    "cutout_centre_deg",
     "SWEEP_COLUMNS",
     "read_cutout",
     "read_sweep",

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from astroclip_core import fsio
 from astroclip_core.formats.desi import GalaxySelection, SelectionReport, read_zcatalog
 from astroclip_core.results import SmallTable, StepResult
-from astroclip_core.sky.healpix import PARTITION_NSIDE, partition_key, pixels_of
+from astroclip_core.sky.healpix import PARTITION_NSIDE, HealpixPixel, partition_key, pixels_of
 from astroclip_core.sources.desi import DesiSource
 from astroclip_core.sources.http import RetryPolicy
 from astroclip_core.storage import StorageLayout
@@ -89,3 +89,17 @@ def build_release_catalog(
 def partition_targets(layout: StorageLayout, release: str, pixel: int) -> pa.Table:
     """The selected catalogue rows of one nside-16 pixel (sorted by targetid)."""
     return fsio.read_parquet(layout.catalog_file(release), filters=[("partition", "=", int(pixel))])
+
+
+def neighbour_targets(
+    layout: StorageLayout, release: str, pixel: int, columns: list[str] | None = None
+) -> pa.Table:
+    """The selected catalogue rows of the (up to 8) nside-16 pixels adjacent to ``pixel``.
+
+    Every spectrum within a match radius of the pixel's border lies in one of them, so these
+    are the spectra that can compete with the pixel's own for a source in its margin.
+    """
+    adjacent = [n.pixel for n in HealpixPixel(PARTITION_NSIDE, int(pixel)).neighbours()]
+    return fsio.read_parquet(
+        layout.catalog_file(release), columns=columns, filters=[("partition", "in", adjacent)]
+    )

@@ -7,6 +7,8 @@ import logging
 import numpy as np
 import pyarrow as pa
 
+from astroclip_core.ingest.bricks import fetch_images
+from astroclip_core.ingest.rawcache import record_raw_files
 from astroclip_core.results import StepResult
 from astroclip_core.sources.fetch import FailureRecord, failures_table
 from astroclip_core.sources.http import RetryPolicy
@@ -16,6 +18,7 @@ from astroclip_core.tables.schemas import encode_blob
 
 log = logging.getLogger(__name__)
 STAGE = "cutouts"
+BRICKS_STAGE = "bricks"  # failures table of the brick images (key: relative path)
 
 
 def fetch_partition_cutouts(
@@ -26,18 +29,24 @@ def fetch_partition_cutouts(
     concurrency: int,
     policy: RetryPolicy | None = None,
     log=log,
+    imaging: str = "auto",
 ) -> StepResult:
     """Fetch (or take from the cache) a cutout at each matched source; write ``interim/cutouts``.
 
-    Objects whose cutout cannot be had after retries (or whose every band is empty) are left
-    out and recorded with the reason in the failures table (``StorageLayout.failures_file``);
-    the partition goes on. Output columns: targetid, image (float32 blob (3,152,152), nanomaggies).
+    ``imaging`` (auto, service or bricks) says whether stamps come from the cutout service or
+    are cut from DR9 coadd bricks; ``auto`` applies the cost rule of
+    :mod:`astroclip_core.ingest.bricks`, and the decision goes into the metadata. Objects whose
+    cutout cannot be had after retries (or whose every band is empty) are left out and recorded
+    with the reason in the failures table (``StorageLayout.failures_file``); brick images that
+    cannot be had go to the ``bricks`` failures table; the partition goes on. Output columns:
+    targetid, image (float32 blob (3,152,152), nanomaggies).
     """
     matches = read_interim(layout, "matches", release, pixel)
     tid = matches.column("targetid").to_numpy()
     ra = matches.column("ra").to_numpy()
     dec = matches.column("dec").to_numpy()
-    batch = source.fetch_cutouts(ra, dec, layout, concurrency=concurrency, policy=policy)
+    fetched = fetch_images(source, layout, ra, dec, imaging, concurrency, policy)
+    batch = fetched.batch
     ok = np.asarray(batch.ok, dtype=bool)
     # A stamp with no data in any band is no image at all: treat it as a failure.
     empty = np.zeros(len(tid), dtype=bool)
@@ -64,6 +73,15 @@ def fetch_partition_cutouts(
         for i in failed
     ]
     failures_path = write_failures(layout, STAGE, release, pixel, failures_table(records))
+    write_failures(layout, BRICKS_STAGE, release, pixel, failures_table(fetched.brick_failures))
+    # The cached cutouts, this partition's own (one per matched source): evicted with it.
+    # Brick images serve neighbouring partitions too: recorded as shared.
+    cached = [
+        layout.cutout_cache(source.dr, source.layer, key)
+        for key, got in zip(batch.keys, ok, strict=True)
+        if got and fetched.choice.mode == "service"
+    ]
+    record_raw_files(layout, release, pixel, STAGE, cached, list(fetched.brick_cache_files))
     log.info(
         f"cutouts {release}-{pixel}: fetched {int(good.sum())}/{len(tid)} ({len(failed)} failed)"
     )
@@ -75,5 +93,6 @@ def fetch_partition_cutouts(
             "requested": len(tid),
             "failed": len(failed),
             "failures_path": failures_path,
+            **fetched.metadata(),
         },
     )

@@ -7,12 +7,13 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from astroclip_core.ingest.catalog import partition_targets
+from astroclip_core.ingest.catalog import neighbour_targets, partition_targets
 from astroclip_core.ingest.imaging import recorded_margin_arcsec
 from astroclip_core.results import Figure, MetadataEntry, StepResult
 from astroclip_core.sky.healpix import PARTITION_NSIDE, HealpixPixel
 from astroclip_core.sky.partition_match import (
     DEFAULT_RADIUS_ARCSEC,
+    BorderRivals,
     IdAgreement,
     PartitionMatch,
     SourceIds,
@@ -51,7 +52,9 @@ def match_partition_stage(
     """Match the partition's selected spectra to its imaging sources (with margin), one to one.
 
     Refuses (``ValueError`` naming both) a radius wider than the margin the sources table
-    records, and a sources table that records none.
+    records, and a sources table that records none. A margin source that a spectrum of a
+    neighbouring pixel (read from the release catalogue) is nearer to is left to that pixel,
+    so each source is used once in the release (:mod:`astroclip_core.sky.partition_match`).
 
     Writes ``interim/matches`` (:data:`~astroclip_core.tables.schemas.MATCHES_SCHEMA`): targetid,
     the source's ra/dec and catalogue columns, and the separation.
@@ -72,7 +75,15 @@ def match_partition_stage(
         col(sources, "ra"), col(sources, "dec"),
         SourceIds(col(sources, "release"), col(sources, "brickid"), col(sources, "objid")),
     )  # fmt: skip
-    match = match_partition(spectra, imaging, HealpixPixel(PARTITION_NSIDE, pixel), radius_arcsec)
+    others = neighbour_targets(layout, release, pixel, ["targetid", "target_ra", "target_dec"])
+    rivals = BorderRivals(
+        col(targets, "targetid"),
+        SpectraPositions(col(others, "target_ra"), col(others, "target_dec")),
+        col(others, "targetid"),
+    )
+    match = match_partition(
+        spectra, imaging, HealpixPixel(PARTITION_NSIDE, pixel), radius_arcsec, rivals
+    )
     agreement = id_agreement(match, spectra, imaging)
     src = sources.take(pa.array(match.source_idx))
     table = pa.table({
@@ -119,6 +130,9 @@ def _match_metadata(
         "unmatched": n_spectra - n_matched,
         "match_fraction": round(n_matched / n_spectra, 4) if n_spectra else 0.0,
         "conflicts_resolved": match.n_conflicts_resolved,
+        "border_sources_contested": match.n_border_contested,
+        "border_sources_ceded": match.n_border_ceded,
+        "border_spectra_lost_nearest": match.n_border_losers,
         "radius_arcsec": match.radius_arcsec,
         "sep_median_arcsec": float(np.median(sep)) if len(sep) else float("nan"),
         "sep_p95_arcsec": float(np.percentile(sep, 95)) if len(sep) else float("nan"),

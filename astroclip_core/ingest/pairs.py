@@ -9,6 +9,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from astroclip_core.ingest.catalog import partition_targets
+from astroclip_core.ingest.cutouts import STAGE as CUTOUTS_STAGE
+from astroclip_core.ingest.rawcache import DEFAULT_RAW_CACHE, RawCachePolicy, apply_after_pairs
+from astroclip_core.ingest.spectra import STAGE as SPECTRA_STAGE
 from astroclip_core.results import CheckOutcome, Figure, MetadataEntry, SmallTable, StepResult
 from astroclip_core.storage import StorageLayout
 from astroclip_core.tables.interim import read_failures, read_interim
@@ -119,11 +122,16 @@ def preview_png(table: pa.Table, n: int = 6) -> bytes | None:
     return render_png(fig, dpi=80)
 
 
-def assemble_pairs(layout: StorageLayout, release: str, pixel: int) -> StepResult:
+def assemble_pairs(
+    layout: StorageLayout, release: str, pixel: int, raw_cache: RawCachePolicy | None = None
+) -> StepResult:
     """Build, check and write the partition's pairs file (``StorageLayout.pairs_file``).
 
     The result carries the :data:`PAIRS_CHECKS` outcomes; ``failed_objects`` counts matches
-    without a pair (their cutout or coadd file could not be had).
+    without a pair (their cutout or coadd file could not be had). Then ``raw_cache`` (default
+    :data:`~astroclip_core.ingest.rawcache.DEFAULT_RAW_CACHE`) is applied to the raw files of
+    the partition's spectra and cutouts steps, and what it did goes into the metadata
+    (``raw_cache_policy``, ``raw_files_removed``, ``raw_mb_removed``, ...).
     """
     import json
 
@@ -169,6 +177,15 @@ def assemble_pairs(layout: StorageLayout, release: str, pixel: int) -> StepResul
     preview = preview_png(table)
     if preview is not None:
         metadata["sample_pairs"] = Figure(preview, "sample pairs")
+    raw = apply_after_pairs(
+        layout,
+        raw_cache or RawCachePolicy.parse(DEFAULT_RAW_CACHE),
+        release,
+        pixel,
+        (SPECTRA_STAGE, CUTOUTS_STAGE),
+        pairs_ok=all(c.passed for c in checks),
+    )
+    metadata.update(raw.metadata())
     return StepResult(
         outputs={"path": written.path},
         rows=written.n_rows,

@@ -10,6 +10,7 @@ import pyarrow as pa
 from astroclip_core import fsio
 from astroclip_core.formats.desi import read_coadd_arrays
 from astroclip_core.ingest.catalog import partition_targets
+from astroclip_core.ingest.rawcache import record_raw_files
 from astroclip_core.results import StepResult
 from astroclip_core.sources.fetch import FailureRecord, failures_table
 from astroclip_core.sources.http import FetchError, RetryPolicy
@@ -43,6 +44,7 @@ def fetch_partition_spectra(
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     groups = sorted(set(keys.tolist()))
     failures: list[FailureRecord] = []
+    used: list[str] = []  # raw cache files read: this partition's own (for rawcache eviction)
     for i, (survey, program, coadd_pixel) in enumerate(groups, 1):
         in_file = (keys.survey == survey) & (keys.program == program)
         want = tids[in_file & (keys.coadd_pixel == coadd_pixel)]
@@ -65,6 +67,7 @@ def fetch_partition_spectra(
                 err.problem,
             )
             continue
+        used.append(cached)
         with fsio.local_copy(cached) as path:
             arrays = read_coadd_arrays(path, targetids=want)
         parts.append((arrays.targetid, arrays.flux, arrays.ivar, arrays.mask))
@@ -98,6 +101,7 @@ def fetch_partition_spectra(
     )
     size = write_interim(layout, STAGE, release, pixel, table)
     write_failures(layout, STAGE, release, pixel, failures_table(failures))
+    record_raw_files(layout, release, pixel, STAGE, used)
     return StepResult(
         {"path": layout.interim_file(release, pixel, STAGE)},
         table.num_rows,

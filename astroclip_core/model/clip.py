@@ -111,6 +111,37 @@ class AstroClipModel(nn.Module):
             terms, loss=terms.loss + self.config.scan_view.weight * loss_view, loss_view=loss_view
         )
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str,
+        device: str | torch.device = "cpu",
+        revision: str | None = None,
+        token: str | None = None,
+        endpoint: str | None = None,
+        cache_dir: str | None = None,
+    ) -> AstroClipModel:
+        """The trained model in a folder (local or fsspec URL), an old ``model.pt``, or a
+        Hugging Face Hub model repo ``owner/name``, in eval mode on ``device``.
+
+        See :func:`astroclip_core.model.pretrained.load_pretrained`.
+        """
+        from astroclip_core.model.pretrained import load_pretrained
+
+        return load_pretrained(source, device, revision, token, endpoint, cache_dir)
+
+    def save_pretrained(
+        self, folder: str, training: dict | None = None, extra: dict | None = None
+    ) -> dict[str, str]:
+        """Write ``model.safetensors`` and ``config.json`` (model config, ``training`` config
+        and ``extra`` fields) into ``folder``; name -> URL of the files written.
+
+        See :func:`astroclip_core.model.pretrained.save_pretrained`.
+        """
+        from astroclip_core.model.pretrained import save_pretrained
+
+        return save_pretrained(self, folder, training, extra)
+
     def param_counts(self) -> ParamCounts:
         """Parameters per part."""
         image = sum(p.numel() for p in self.image_encoder.parameters())

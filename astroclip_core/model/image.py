@@ -30,10 +30,14 @@ def fast_asinh(x: torch.Tensor) -> torch.Tensor:
     batch, timed while another job shared the cores: ~70 ms against ~40 ms), and it runs on every
     pixel of every crop: about 10% of a tiny-preset training step (torch profiler). ``hypot``
     does not overflow, so huge values stay finite. The absolute difference from ``torch.asinh``
-    is a few float32 ulps of ln(1 + |x|) (~2e-7 near 0).
+    is a few float32 ulps of ln(1 + |x|) (~2e-7 near 0). After ``hypot`` the steps run in place
+    on its result: each fresh (64, 3, 144, 144) float32 buffer is 16 MB of new pages, and
+    allocating three of them cost more than the arithmetic on a loaded 2-core machine (the same
+    values bit for bit; ~100 ms against ~17 ms for that batch, best of 30, load ~13).
     """
     a = x.abs()
-    return torch.copysign(torch.log(a + torch.hypot(a, torch.ones((), dtype=a.dtype))), x)
+    out = torch.hypot(a, torch.ones((), dtype=a.dtype))  # (same shape) sqrt(a^2 + 1), no overflow
+    return out.add_(a).log_().copysign_(x)
 
 
 def aperture_masks(crop_pix: int, radii_pix: tuple[float, ...]) -> torch.Tensor:

@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from astroclip_core.releases import Release
 from astroclip_core.sky.healpix import PARTITION_NSIDE, HealpixPixel
+from astroclip_core.sky.matching import unit_vectors
 from astroclip_core.storage import DEFAULT_STORAGE, StorageLayout
 from astroclip_core.storage import default_root as default_data_root
 
@@ -153,9 +156,13 @@ SIZE_PRESETS: dict[str, SampleSkyConfig] = {
 
 
 def preset(
-    size: str, seed: int | None = None, galaxies_per_pixel: int | None = None
+    size: str,
+    seed: int | None = None,
+    galaxies_per_pixel: int | None = None,
+    scale: int = 1,
 ) -> SampleSkyConfig:
-    """A size preset ('tiny', 'small', 'default'), optionally with another seed or pool size."""
+    """A size preset ('tiny', 'small', 'default'), optionally with another seed or pool size,
+    and with every release's footprint grown ``scale`` times (:func:`scaled`; 1 leaves it)."""
     if size not in SIZE_PRESETS:
         raise ValueError(f"unknown sample-sky size {size!r}; choose from {sorted(SIZE_PRESETS)}")
     cfg = SIZE_PRESETS[size]
@@ -163,7 +170,78 @@ def preset(
         cfg = replace(cfg, seed=seed)
     if galaxies_per_pixel is not None:
         cfg = replace(cfg, galaxies_per_pixel=galaxies_per_pixel)
-    return cfg
+    return scaled(cfg, scale)
+
+
+def scaled(cfg: SampleSkyConfig, scale: int) -> SampleSkyConfig:
+    """``cfg`` with each release covering ``scale`` times its nside-16 pixels (1: ``cfg`` itself).
+
+    Since a pixel's sky depends only on (seed, pixel), the pixels a release already has keep
+    their bytes; the added ones are neighbours, so the footprint stays contiguous and has
+    partition borders inside it. A release grows from its own pixels plus the grown footprint
+    of every earlier release whose pixels it covers, so releases that nest (EDR inside DR1)
+    still nest when grown. Raises ValueError for a scale below 1, or one that needs more
+    pixels than the sky has.
+    """
+    if not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"sample-sky scale {scale!r} must be an integer >= 1")
+    if scale == 1:
+        return cfg
+    n_sky = 12 * PARTITION_NSIDE**2
+    for fp in cfg.releases:
+        if scale * len(fp.pixels) > n_sky:
+            raise ValueError(
+                f"sample-sky scale {scale}: release {fp.name} would need "
+                f"{scale * len(fp.pixels)} nside-{PARTITION_NSIDE} pixels, and the sky has {n_sky}"
+            )
+    grown: list[ReleaseFootprint] = []
+    for fp in cfg.releases:
+        seed_pixels = set(fp.pixels)
+        for earlier, base in zip(grown, cfg.releases, strict=False):
+            if set(base.pixels) <= set(fp.pixels):
+                seed_pixels |= set(earlier.pixels)
+        pixels = grow_contiguous(fp.pixels, seed_pixels, scale * len(fp.pixels))
+        grown.append(replace(fp, pixels=pixels))
+    return replace(cfg, releases=tuple(grown))
+
+
+def grow_contiguous(base: tuple[int, ...], start: set[int], n_pixels: int) -> tuple[int, ...]:
+    """``n_pixels`` nside-16 pixels: ``start`` plus neighbours added nearest-first, sorted.
+
+    Each step adds the pixel adjacent (8-neighbour) to those taken whose centre is nearest the
+    mean centre of ``base``, ties to the lower pixel number, so the result is contiguous when
+    ``start`` is, and compact. Distances are rounded (to ~1e-12 rad) before they are compared,
+    so pixels at mathematically equal distances tie on every machine. Raises ValueError when
+    ``start`` already holds more than ``n_pixels``.
+    """
+    if len(start) > n_pixels:
+        raise ValueError(
+            f"cannot grow pixels {sorted(base)} to {n_pixels}: the releases they must cover "
+            f"already hold {len(start)}"
+        )
+    centre = _mean_centre(base)
+    taken = set(start)
+    frontier = {
+        n.pixel for p in taken for n in HealpixPixel(PARTITION_NSIDE, p).neighbours()
+    } - taken
+    while len(taken) < n_pixels:
+        best = min(frontier, key=lambda p: (-round(float(_pixel_vector(p) @ centre), 12), p))
+        taken.add(best)
+        frontier.discard(best)
+        frontier |= {n.pixel for n in HealpixPixel(PARTITION_NSIDE, best).neighbours()} - taken
+    return tuple(sorted(taken))
+
+
+def _pixel_vector(pixel: int) -> np.ndarray:
+    """(3,) unit vector of the centre of one nside-16 pixel."""
+    ra_deg, dec_deg = HealpixPixel(PARTITION_NSIDE, pixel).center_deg()
+    return unit_vectors(np.array([ra_deg]), np.array([dec_deg]))[0]
+
+
+def _mean_centre(pixels: tuple[int, ...]) -> np.ndarray:
+    """(3,) unit vector of the normalised mean of the pixels' centres."""
+    mean = np.sum([_pixel_vector(p) for p in pixels], axis=0)
+    return mean / np.linalg.norm(mean)
 
 
 def default_root() -> Path:

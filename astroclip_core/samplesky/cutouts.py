@@ -1,19 +1,21 @@
-"""Cutouts of the sample sky, rendered on request from its sweep catalogues.
+"""Cutouts of the sample sky, cut on request from its DR9 coadd bricks.
 
 Contract (the same as the real cutout service's, for the parameters the project uses): a
 (nbands, size, size) float32 stamp in nanomaggies, TAN projection centred on (ra, dec), bands
-in the requested order; sky outside the footprint is exactly zero; otherwise every sweep
-source whose light reaches the stamp is drawn, convolved with the PSF of the brick at the
-centre, plus Gaussian background noise at that brick's depth. The noise is seeded from the
-sky's seed and the canonical query, so the same request gives the same bytes and the noise
-does not depend on which sources are there.
+in the requested order. As the real viewer does, the stamp is a Lanczos-3 resampling of the
+brick pixels (:func:`astroclip_core.sky.bricks.stamp_from_bricks`); the service computes only
+the brick windows a stamp needs (:mod:`astroclip_core.samplesky.bricks`), and those equal the
+same slices of the brick files it serves, so a client that cuts stamps from downloaded bricks
+gets the same bytes. Sky outside the footprint is zero (away from its edge, where the kernel
+reaches in, exactly zero); sources are drawn with the PSF of the brick they are in, plus
+noise seeded per brick tile, so the noise does not depend on which sources are there.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +23,16 @@ from scipy.spatial import cKDTree
 
 from astroclip_core.formats.legacysurvey import SWEEP_COLUMNS, read_sweep
 from astroclip_core.fsio import read_parquet
+from astroclip_core.samplesky.bricks import BrickSky
 from astroclip_core.samplesky.catalogs import catalogue_flux_noise
 from astroclip_core.samplesky.generate import bulges_path, legacysurvey_root, read_manifest
-from astroclip_core.samplesky.ids import brick_conditions, bricks_of, source_key
-from astroclip_core.samplesky.render import TRUNCATION_RADII, SourceShapes, render_sources
-from astroclip_core.sky.healpix import pixels_of
-from astroclip_core.sources.layout import photsys_of_dec
+from astroclip_core.samplesky.ids import source_key
+from astroclip_core.sky.bricks import plan_stamp, stamp_from_bricks
+from astroclip_core.sky.tan import tan_pixel_to_sky
 
 BAND_INDEX = {"g": 0, "r": 1, "z": 2}
 MAX_SIZE_PIX = 512
 LAYER = "ls-dr9"
-PSF_MARGIN_ARCSEC = 6.0
 
 
 @dataclass(frozen=True)
@@ -75,14 +76,8 @@ def pixel_to_sky(
     x: np.ndarray, y: np.ndarray, ra0_deg: float, dec0_deg: float, pixscale_arcsec: float, size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(ra, dec) in degrees of FITS pixel coordinates in a TAN stamp (inverse of sky_to_pixel)."""
-    scale = np.radians(pixscale_arcsec / 3600.0)
-    xi = -(x - (size + 1) / 2.0) * scale
-    eta = (y - (size + 1) / 2.0) * scale
-    dec0, ra0 = np.radians(dec0_deg), np.radians(ra0_deg)
-    denom = np.cos(dec0) - eta * np.sin(dec0)
-    ra = ra0 + np.arctan2(xi, denom)
-    dec = np.arctan2(np.sin(dec0) + eta * np.cos(dec0), np.hypot(xi, denom))
-    return np.degrees(ra) % 360.0, np.degrees(dec)
+    crpix = (size + 1) / 2.0
+    return tan_pixel_to_sky(x, y, ra0_deg, dec0_deg, crpix, crpix, pixscale_arcsec)
 
 
 def _unit(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
@@ -133,48 +128,19 @@ class CutoutRenderer:
 
     def render(self, req: CutoutRequest, noise: bool = True) -> np.ndarray:
         """The (nbands, size, size) float32 stamp of ``req``."""
-        cat, _ = self._load()
-        size, scale = req.size_pix, req.pixscale_arcsec
-        ys, xs = np.mgrid[1 : size + 1, 1 : size + 1]
-        ra, dec = pixel_to_sky(xs.ravel(), ys.ravel(), req.ra_deg, req.dec_deg, scale, size)
-        covered = np.isin(pixels_of(ra, dec), self.footprint).reshape(size, size)
-        nb = len(req.bands)
-        if not covered.any():
-            return np.zeros((nb, size, size), dtype=np.float32)
-        band_idx = [BAND_INDEX[b] for b in req.bands]
-        photsys = photsys_of_dec(req.dec_deg)
-        brick = bricks_of(np.array([req.ra_deg]), np.array([req.dec_deg]))
-        cond = brick_conditions(self.seed, brick.brickid, np.array([photsys.encode()]))
-        fwhm = cond.psf_fwhm_arcsec[0, band_idx]
-        half_diag = size * scale / np.sqrt(2.0)
-        near = self.sources_near(req.ra_deg, req.dec_deg, half_diag + PSF_MARGIN_ARCSEC + 60.0)
-        # Keep a source when its truncated profile (plus PSF wings) can reach the stamp.
-        if near.size:
-            sep = _sep_arcsec(cat["ra"][near], cat["dec"][near], req.ra_deg, req.dec_deg)
-            near = near[
-                sep < half_diag + PSF_MARGIN_ARCSEC + TRUNCATION_RADII * cat["shape_r"][near]
-            ]
-        flux = self.true_flux(near)[:, band_idx] if near.size else np.zeros((0, nb))
-        bulge_flux = cat["bulge_flux"][near][:, band_idx] if near.size else np.zeros((0, nb))
-        with_bulge = cat["bulge_r"][near] > 0
-        bulged = near[with_bulge]
-        # Each source is its disc (the sweep profile, carrying the flux not in the bulge) plus,
-        # where it has one, a round de Vaucouleurs bulge at the same position.
-        shapes = SourceShapes(
-            np.r_[cat["ra"][near], cat["ra"][bulged]],
-            np.r_[cat["dec"][near], cat["dec"][bulged]],
-            np.r_[cat["type"][near], np.full(bulged.size, "DEV")],
-            np.r_[cat["sersic"][near], np.full(bulged.size, 4.0)],
-            np.r_[cat["shape_r"][near], cat["bulge_r"][bulged]],
-            np.r_[cat["shape_e1"][near], np.zeros(bulged.size)],
-            np.r_[cat["shape_e2"][near], np.zeros(bulged.size)],
-            np.r_[flux - bulge_flux, bulge_flux[with_bulge]],
+        bricks = self.bricks
+        parts = plan_stamp(bricks.index, req.ra_deg, req.dec_deg, req.size_pix, req.pixscale_arcsec)
+        return stamp_from_bricks(
+            parts,
+            req.size_pix,
+            len(req.bands),
+            lambda row, win: bricks.window(row, win, req.bands, noise),
         )
-        image = render_sources(shapes, req.ra_deg, req.dec_deg, size, scale, fwhm)
-        if noise:
-            image += self._noise(req, cond.psfdepth_mag[0, band_idx], fwhm)
-        image[:, ~covered] = 0.0
-        return image
+
+    @cached_property
+    def bricks(self) -> BrickSky:
+        """The bricks of this sky (their windows, files and index)."""
+        return BrickSky(self)
 
     def true_flux(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), 3) true g, r, z fluxes: the sweep's measured FLUX less its noise draw.
@@ -191,19 +157,6 @@ class CutoutRenderer:
         return measured - catalogue_flux_noise(
             self.seed, cat["brickid"][rows], cat["objid"][rows], sigma
         )
-
-    def _noise(
-        self, req: CutoutRequest, depth_mag: np.ndarray, fwhm_arcsec: np.ndarray
-    ) -> np.ndarray:
-        """Background noise (nb, size, size), per-pixel sigma from the 5-sigma PSF depth."""
-        digest = hashlib.sha256(f"{self.seed}|{req.key()}".encode()).digest()
-        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-        sigma_psf = 10 ** ((22.5 - depth_mag) / 2.5) / 5.0
-        # PSF flux error = pixel sigma * sqrt(effective area), area = 4 pi sigma_psf^2 (pixels).
-        n_eff = 4 * np.pi * (fwhm_arcsec / 2.3548 / req.pixscale_arcsec) ** 2
-        sigma_pix = sigma_psf / np.sqrt(n_eff)
-        shape = (len(req.bands), req.size_pix, req.size_pix)
-        return (rng.standard_normal(shape) * sigma_pix[:, None, None]).astype(np.float32)
 
 
 def _bulges_for(root: Path, cat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -229,9 +182,3 @@ def _bulges_for(root: Path, cat: dict[str, np.ndarray]) -> dict[str, np.ndarray]
     out["bulge_flux"][rows] = np.column_stack([table[f"bulge_flux_{b}"].to_numpy() for b in "grz"])
     out["bulge_r"][rows] = table["bulge_r_arcsec"].to_numpy()
     return out
-
-
-def _sep_arcsec(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> np.ndarray:
-    u = _unit(ra, dec)
-    v = _unit(np.array([ra0]), np.array([dec0]))[0]
-    return np.degrees(2 * np.arcsin(np.clip(np.linalg.norm(u - v, axis=1) / 2, 0, 1))) * 3600.0

@@ -3,12 +3,18 @@
 Under ``root``::
 
     public/<release>/spectro/redux/<specprod>/...      DESI tree (layout.coadd_path & co.)
+    render/coadds-<release>.parquet                    coadd files the server renders on request
     cfs/cosmo/data/legacysurvey/dr9/<north|south>/sweep/9.0/sweep-*.fits
     truth/<release>.parquet                            true properties and imaging match
     samplesky.json                                     the config (read by the server)
 
 The sweeps always cover the union of every configured release's footprint, so generating
 any release writes the same sweep bytes and never changes another release's files.
+
+The coadd files are not written by default (they are ~97% of the sky's bytes: 1.6 GB of the
+default sky): each is listed in ``render/coadds-<release>.parquet`` with its size and CRC-32,
+and the server draws it on request from the same seeded generator, byte for byte what
+``generate(..., coadd_files=True)`` writes (:mod:`astroclip_core.samplesky.lazy`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import pyarrow as pa
 from astroclip_core.formats._fits import build_records, write_fits_atomic
 from astroclip_core.formats.desi import ZCATALOG_COLUMNS, write_coadd, write_redrock, write_zcatalog
 from astroclip_core.formats.legacysurvey import write_sweep
-from astroclip_core.fsio import atomic_write_bytes, atomic_write_parquet
+from astroclip_core.fsio import atomic_write_bytes, atomic_write_parquet, scratch_dir
 from astroclip_core.samplesky.assemble import build_pixel_sky
 from astroclip_core.samplesky.catalogs import (
     ObservationRows,
@@ -205,66 +211,176 @@ def _file_rng(
     return np.random.default_rng(seq)
 
 
-def _write_pixel_files(
-    root: Path, cfg: SampleSkyConfig, fp: ReleaseFootprint, sky: PixelSky, rows: ObservationRows
-) -> tuple[list[dict[str, np.ndarray]], list[tuple[int, str, str]]]:
-    """Write the coadd + redrock files of one nside-16 pixel; return zcatalog parts and groups."""
-    targets = sky.targets
-    models: dict[int, dict[str, np.ndarray]] = {}
-    zparts, groups = [], []
-    keys = sorted(
+@dataclass(frozen=True)
+class CoaddContents:
+    """What one coadd file (and its redrock file) of the sample sky holds, before writing.
+
+    ``rows`` indexes the pixel's :class:`ObservationRows` (sorted by TARGETID); arrays per arm
+    are (N, npix_arm). Built by :func:`coadd_contents`, the one place that draws them, so the
+    generator and the on-request renderer (:mod:`astroclip_core.samplesky.lazy`) agree.
+    """
+
+    coadd_pixel: int
+    survey: str
+    program: str
+    rows: np.ndarray
+    fibermap: dict[str, np.ndarray]
+    flux: dict[str, np.ndarray]
+    ivar: dict[str, np.ndarray]
+    mask: dict[str, np.ndarray]
+    redshifts: dict[str, np.ndarray]
+    header: dict[str, object]
+
+
+def coadd_keys(rows: ObservationRows) -> list[tuple[int, str, str]]:
+    """The (coadd_pixel, survey, program) of every coadd file of one pixel, in writing order."""
+    return sorted(
         set(
             zip(rows.coadd_pixel.tolist(), rows.survey.tolist(), rows.program.tolist(), strict=True)
         )
     )
-    for coadd_pixel, survey, program in keys:
-        sel = np.flatnonzero(
-            (rows.coadd_pixel == coadd_pixel) & (rows.survey == survey) & (rows.program == program)
-        )
-        sel = sel[np.argsort(targets.targetid[rows.target[sel]], kind="stable")]
-        idx = rows.target[sel]
-        rng = _file_rng(cfg, fp.name, survey, program, coadd_pixel)
-        for i in idx.tolist():
-            if i not in models:
-                models[i] = model_spectrum(targets, i)
-        obs = observe(
-            [models[i] for i in idx.tolist()], rng, rows.exptime_s[sel], program == "bright"
-        )
-        fibermap = fibermap_columns(cfg.seed, targets, rows, sel, fiberstatus_of(rng, targets, idx))
-        redshifts = redshift_columns(rng, targets, idx)
-        header = {
-            "SURVEY": survey,
-            "PROGRAM": program,
-            "HPXPIXEL": coadd_pixel,
-            "SPECPROD": fp.release.specprod,
-        }
-        write_coadd(
-            desi_root(root) / layout.coadd_path(fp.release, survey, program, coadd_pixel),
-            fibermap,
-            obs.flux,
-            obs.ivar,
-            obs.mask,
-            header=header,
+
+
+def coadd_contents(
+    cfg: SampleSkyConfig,
+    fp: ReleaseFootprint,
+    sky: PixelSky,
+    rows: ObservationRows,
+    key: tuple[int, str, str],
+    models: dict[int, dict[str, np.ndarray]] | None = None,
+) -> CoaddContents:
+    """The contents of the coadd file ``key`` = (coadd_pixel, survey, program) of one pixel.
+
+    Deterministic: the noise comes from the file's own generator (:func:`_file_rng`), so a
+    file can be drawn alone, in any order. ``models`` memoises noiseless model spectra by
+    target index across the files of a pixel (a repeat target is in two files).
+    """
+    coadd_pixel, survey, program = key
+    targets = sky.targets
+    models = {} if models is None else models
+    sel = np.flatnonzero(
+        (rows.coadd_pixel == coadd_pixel) & (rows.survey == survey) & (rows.program == program)
+    )
+    sel = sel[np.argsort(targets.targetid[rows.target[sel]], kind="stable")]
+    idx = rows.target[sel]
+    rng = _file_rng(cfg, fp.name, survey, program, coadd_pixel)
+    for i in idx.tolist():
+        if i not in models:
+            models[i] = model_spectrum(targets, i)
+    obs = observe([models[i] for i in idx.tolist()], rng, rows.exptime_s[sel], program == "bright")
+    fibermap = fibermap_columns(cfg.seed, targets, rows, sel, fiberstatus_of(rng, targets, idx))
+    redshifts = redshift_columns(rng, targets, idx)
+    header = {
+        "SURVEY": survey,
+        "PROGRAM": program,
+        "HPXPIXEL": coadd_pixel,
+        "SPECPROD": fp.release.specprod,
+    }
+    return CoaddContents(
+        coadd_pixel, survey, program, sel, fibermap, obs.flux, obs.ivar, obs.mask, redshifts, header
+    )
+
+
+def write_coadd_file(path: Path, c: CoaddContents) -> None:
+    """Write the coadd FITS file of ``c`` at ``path`` (atomically)."""
+    write_coadd(path, c.fibermap, c.flux, c.ivar, c.mask, header=c.header)
+
+
+def _write_pixel_files(
+    root: Path,
+    cfg: SampleSkyConfig,
+    fp: ReleaseFootprint,
+    sky: PixelSky,
+    rows: ObservationRows,
+    coadd_files: bool,
+) -> tuple[list[dict[str, np.ndarray]], list[tuple[int, str, str]], list[dict[str, object]]]:
+    """Write the redrock (and, with ``coadd_files``, coadd) files of one nside-16 pixel.
+
+    Returns the zcatalog parts, the (coadd_pixel, survey, program) groups, and one row of the
+    on-request index (:func:`write_coadd_index`) per coadd file. Without ``coadd_files`` each
+    coadd is built in a scratch folder only to record its size and CRC-32 in that row.
+    """
+    models: dict[int, dict[str, np.ndarray]] = {}
+    zparts, groups, index = [], [], []
+    for key in coadd_keys(rows):
+        c = coadd_contents(cfg, fp, sky, rows, key, models)
+        coadd_pixel, survey, program = key
+        relpath = layout.coadd_path(fp.release, survey, program, coadd_pixel)
+        if coadd_files:
+            write_coadd_file(desi_root(root) / relpath, c)
+            body = (desi_root(root) / relpath).read_bytes()
+        else:
+            body = coadd_bytes(c)
+        index.append(
+            {
+                "relpath": relpath,
+                "pixel": sky.pixel,
+                "coadd_pixel": coadd_pixel,
+                "survey": survey,
+                "program": program,
+                "size_bytes": len(body),
+                "crc32": zlib.crc32(body),
+            }
         )
         write_redrock(
             desi_root(root) / layout.redrock_path(fp.release, survey, program, coadd_pixel),
-            redshifts,
-            fibermap,
-            header=header,
+            c.redshifts,
+            c.fibermap,
+            header=c.header,
         )
-        merged = {**fibermap, **redshifts}
+        idx = rows.target[c.rows]
+        merged = {**c.fibermap, **c.redshifts}
         merged.update(
             SURVEY=np.full(idx.size, survey),
             PROGRAM=np.full(idx.size, program),
             HEALPIX=np.full(idx.size, coadd_pixel, dtype=np.int32),
-            SV_NSPEC=rows.sv_nspec[sel],
-            SV_PRIMARY=rows.sv_primary[sel],
-            ZCAT_NSPEC=rows.zcat_nspec[sel],
-            ZCAT_PRIMARY=rows.zcat_primary[sel],
+            SV_NSPEC=rows.sv_nspec[c.rows],
+            SV_PRIMARY=rows.sv_primary[c.rows],
+            ZCAT_NSPEC=rows.zcat_nspec[c.rows],
+            ZCAT_PRIMARY=rows.zcat_primary[c.rows],
         )
         zparts.append({k: np.asarray(merged[k]) for k in ZCATALOG_COLUMNS})
-        groups.append((coadd_pixel, survey, program))
-    return zparts, groups
+        groups.append(key)
+    return zparts, groups, index
+
+
+def coadd_bytes(c: CoaddContents) -> bytes:
+    """The bytes :func:`write_coadd_file` writes for ``c`` (built in a scratch folder)."""
+    with scratch_dir("coadd") as tmp:
+        path = tmp / "coadd.fits"
+        write_coadd_file(path, c)
+        return path.read_bytes()
+
+
+def coadd_index_path(root: Path, release: str) -> Path:
+    """``<root>/render/coadds-<release>.parquet``: the coadd files rendered on request.
+
+    One row per coadd file of the release that is not on disk: relpath (under the DESI root),
+    pixel (nside-16 sky pixel), coadd_pixel, survey, program, size_bytes and crc32 of the bytes
+    the generator would have written. Read by :mod:`astroclip_core.samplesky.lazy`.
+    """
+    return root / "render" / f"coadds-{release}.parquet"
+
+
+def write_coadd_index(root: Path, release: str, rows: list[dict[str, object]]) -> None:
+    """Write :func:`coadd_index_path` (sorted by relpath); an empty list removes the index."""
+    path = coadd_index_path(root, release)
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    rows = sorted(rows, key=lambda r: str(r["relpath"]))
+    table = pa.table(
+        {
+            "relpath": pa.array([r["relpath"] for r in rows], pa.string()),
+            "pixel": pa.array([r["pixel"] for r in rows], pa.int32()),
+            "coadd_pixel": pa.array([r["coadd_pixel"] for r in rows], pa.int32()),
+            "survey": pa.array([r["survey"] for r in rows], pa.string()),
+            "program": pa.array([r["program"] for r in rows], pa.string()),
+            "size_bytes": pa.array([r["size_bytes"] for r in rows], pa.int64()),
+            "crc32": pa.array([r["crc32"] for r in rows], pa.int64()),
+        }
+    )
+    atomic_write_parquet(str(path), table)
 
 
 def _truth_part(sky: PixelSky, observed: np.ndarray) -> dict[str, np.ndarray]:
@@ -321,17 +437,27 @@ def _truth_table(parts: list[dict[str, np.ndarray]]) -> pa.Table:
 
 
 def write_release(
-    root: Path, cfg: SampleSkyConfig, fp: ReleaseFootprint, skies: dict[int, PixelSky]
+    root: Path,
+    cfg: SampleSkyConfig,
+    fp: ReleaseFootprint,
+    skies: dict[int, PixelSky],
+    coadd_files: bool = False,
 ) -> ReleaseSummary:
-    """Write one release: coadds, redrock files, zcatalog, tilepix and truth."""
-    zparts, groups, truth = [], [], []
+    """Write one release: redrock files, zcatalog, tilepix, truth, and the coadd index.
+
+    With ``coadd_files`` the coadds are written too; else they are listed in
+    :func:`coadd_index_path` and the server renders each when it is asked for (the same bytes).
+    """
+    zparts, groups, truth, index = [], [], [], []
     for pixel in sorted(fp.pixels):
         sky = skies[pixel]
         rows = observation_rows(cfg, fp, sky.targets, pixel)
-        parts, g = _write_pixel_files(root, cfg, fp, sky, rows)
+        parts, g, rows_index = _write_pixel_files(root, cfg, fp, sky, rows, coadd_files)
         zparts += parts
         groups += g
+        index += [] if coadd_files else rows_index
         truth.append(_truth_part(sky, np.unique(rows.target)))
+    write_coadd_index(root, fp.name, index)
     zcat = {k: np.concatenate([p[k] for p in zparts]) for k in ZCATALOG_COLUMNS}
     write_zcatalog(
         desi_root(root) / layout.zcatalog_path(fp.release),
@@ -374,9 +500,17 @@ def _write_tilepix(root: Path, fp: ReleaseFootprint, groups: list[tuple[int, str
 
 
 def generate(
-    root: Path | str, cfg: SampleSkyConfig, releases: list[str] | None = None
+    root: Path | str,
+    cfg: SampleSkyConfig,
+    releases: list[str] | None = None,
+    coadd_files: bool = False,
 ) -> GenerationSummary:
-    """Generate ``releases`` (default: all in ``cfg``) of the sample sky under ``root``."""
+    """Generate ``releases`` (default: all in ``cfg``) of the sample sky under ``root``.
+
+    The coadd files (most of the sky's bytes: each keeps 11-diagonal resolution matrices) are
+    not written unless ``coadd_files``: the server renders each on request, byte for byte what
+    would have been written (:mod:`astroclip_core.samplesky.lazy`).
+    """
     start = time.perf_counter()
     root = Path(root)
     names = releases if releases is not None else [r.name for r in cfg.releases]
@@ -384,6 +518,6 @@ def generate(
     skies = {pixel: build_pixel_sky(cfg, pixel) for pixel in cfg.union_pixels()}
     n_sources = write_sweeps(root, cfg, skies)
     write_bulges(root, skies)
-    summaries = tuple(write_release(root, cfg, fp, skies) for fp in footprints)
+    summaries = tuple(write_release(root, cfg, fp, skies, coadd_files) for fp in footprints)
     write_manifest(root, cfg)
     return GenerationSummary(str(root), summaries, n_sources, time.perf_counter() - start)

@@ -122,3 +122,34 @@ def brick_conditions(seed: int, brickid: np.ndarray, photsys: np.ndarray) -> Bri
     depth = base + 0.5 * (u_depth[:, None] - 0.5) - 1.2 * (fwhm - 1.3)
     nobs = 2 + (4 * hash_uniform(seed, brickid, 3)).astype(np.int16)
     return BrickConditions(fwhm, depth, np.repeat(nobs[:, None], 3, axis=1))
+
+
+@lru_cache(maxsize=1)
+def brick_table() -> dict[str, np.ndarray]:
+    """Every brick of the grid as ``survey-bricks`` columns (upper-case names), by BRICKID.
+
+    RA1/RA2 and DEC1/DEC2 are the bounds :func:`bricks_of` assigns positions by; BRICKQ is 0.
+    """
+    dec_c, n, first = _rows()
+    row = np.repeat(np.arange(N_DEC_ROWS), n)
+    col = np.arange(row.size) - np.repeat(first - 1, n)
+    width = 360.0 / n[row]
+    ra_c, dec = (col + 0.5) * width, dec_c[row]
+    ra10 = (np.round(ra_c * 10).astype(np.int64) % 3600).astype("U4")
+    dec10 = np.round(np.abs(dec) * 10).astype(np.int64).astype("U3")
+    names = np.char.add(
+        np.char.add(np.char.zfill(ra10, 4), np.where(dec >= 0, "p", "m")), np.char.zfill(dec10, 3)
+    )
+    return {
+        "BRICKNAME": names,
+        "BRICKID": (first[row] + col).astype(np.int32),
+        "BRICKQ": np.zeros(row.size, dtype=np.int16),
+        "BRICKROW": row.astype(np.int32),
+        "BRICKCOL": col.astype(np.int32),
+        "RA": ra_c,
+        "DEC": dec,
+        "RA1": col * width,
+        "RA2": (col + 1) * width,
+        "DEC1": np.maximum(dec - BRICK_SIZE_DEG / 2, -90.0),
+        "DEC2": np.minimum(dec + BRICK_SIZE_DEG / 2, 90.0),
+    }

@@ -15,10 +15,11 @@ from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec
 
 from astroclip_core.formats.desi import WAVELENGTH, read_coadd, read_zcatalog
-from astroclip_core.fsio import atomic_write_bytes, read_parquet
+from astroclip_core.fsio import atomic_write_bytes, read_parquet, scratch_dir
 from astroclip_core.plots import render_png, rgb_image, smooth_spectrum
 from astroclip_core.samplesky.cutouts import CutoutRenderer, CutoutRequest
 from astroclip_core.samplesky.generate import desi_root, read_manifest, truth_path
+from astroclip_core.samplesky.lazy import sky_file_bytes
 from astroclip_core.samplesky.templates import (
     ABSORPTION_LINES_ANGSTROM,
     EMISSION_LINES_ANGSTROM,
@@ -80,10 +81,12 @@ def _panel(
     ax_img.set_yticks([])
     ax_img.set_title(f'{gal["morphtype"]} r$_e$={float(gal["shape_r_arcsec"]):.1f}"', fontsize=8)
     rel = gal["release"]
-    path = desi_root(renderer.root) / layout.coadd_path(
-        rel, str(gal["survey"]), str(gal["program"]), int(gal["healpix"])
-    )
-    spec = read_coadd(path, targetids=[int(gal["targetid"])])
+    relpath = layout.coadd_path(rel, str(gal["survey"]), str(gal["program"]), int(gal["healpix"]))
+    # The coadd may be one the server draws on request (samplesky.lazy): read its bytes.
+    with scratch_dir("preview") as tmp:
+        path = tmp / "coadd.fits"
+        path.write_bytes(sky_file_bytes(renderer.root, relpath))
+        spec = read_coadd(path, targetids=[int(gal["targetid"])])
     flux = np.asarray(spec["flux"][0].as_py(), dtype=np.float64)
     ivar = np.asarray(spec["ivar"][0].as_py(), dtype=np.float64)
     smooth = smooth_spectrum(flux, ivar > 0, SPECTRUM_SMOOTH_PIX)

@@ -5,13 +5,18 @@ Serves ``root`` as static files (Content-Length always; single HTTP Range reques
 same URL prefixes as the real services (``/public/`` for DESI, ``/cfs/cosmo/data/legacysurvey/
 dr9/`` for Legacy Surveys), and the cutout service at ``/viewer/fits-cutout?ra=&dec=&layer=
 &pixscale=&bands=&size=`` (see :mod:`astroclip_core.samplesky.cutouts`). Bad cutout
-parameters get a 400 with a message.
+parameters get a 400 with a message. DR9 coadd bricks and brick tables
+(``<region>/coadd/...``, ``survey-bricks.fits.gz``) are drawn on their first request and kept
+on disk (:mod:`astroclip_core.samplesky.bricks`); a brick the survey does not have is a 404.
+Coadd files the generator left out are drawn on request and served, and listed, like files on
+disk (:mod:`astroclip_core.samplesky.lazy`).
 """
 
 from __future__ import annotations
 
 import errno
 import html
+import io
 import re
 import threading
 from http import HTTPStatus
@@ -23,6 +28,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from astroclip_core.formats.legacysurvey import write_cutout
 from astroclip_core.samplesky.cutouts import CutoutRenderer, CutoutRequest
+from astroclip_core.samplesky.lazy import LazyCoadds
 from astroclip_core.sources import layout
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -102,15 +108,26 @@ class _Handler(BaseHTTPRequestHandler):
                     HTTPStatus.MOVED_PERMANENTLY, b"", "text/plain", head, {"Location": path + "/"}
                 )
                 return
-            self._send(HTTPStatus.OK, _listing(path, target), "text/html; charset=utf-8", head)
+            listing = _listing(path, target, self.server.lazy.listed(target))
+            self._send(HTTPStatus.OK, listing, "text/html; charset=utf-8", head)
             return
+        if not target.exists():
+            # a DR9 brick image or brick table: drawn on first request, then kept on disk
+            self.server.renderer.bricks.ensure_path(target)
+        if not target.is_file() and not target.name.startswith("."):
+            # a coadd file the generator left out: drawn now (samplesky.lazy)
+            body = self.server.lazy.body(target)
+            if body is not None:
+                self._file(target, head, body)
+                return
         if not target.is_file() or target.name.startswith("."):
             self._error(HTTPStatus.NOT_FOUND, f"{path}: not found", head)
             return
         self._file(target, head)
 
-    def _file(self, target: Path, head: bool) -> None:
-        size = target.stat().st_size
+    def _file(self, target: Path, head: bool, body: bytes | None = None) -> None:
+        # ``body``: the file's bytes when it is drawn on request, not read from ``target``
+        size = len(body) if body is not None else target.stat().st_size
         start, end, status = 0, size - 1, HTTPStatus.OK
         extra = {"Accept-Ranges": "bytes"}
         rng = self.headers.get("Range")
@@ -149,7 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
-        with target.open("rb") as fh:
+        with io.BytesIO(body) if body is not None else target.open("rb") as fh:
             fh.seek(start)
             _copy_n(fh, self.wfile, length)
 
@@ -165,15 +182,21 @@ def _copy_n(src: BinaryIO, dst: BinaryIO, n: int) -> None:
         remaining -= len(chunk)
 
 
-def _listing(url_path: str, folder: Path) -> bytes:
-    """Apache-like index page: one link per entry, folders with a trailing slash."""
-    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+def _listing(url_path: str, folder: Path, drawn: dict[str, int] | None = None) -> bytes:
+    """Apache-like index page: one link per entry, folders with a trailing slash.
+
+    ``drawn``: name -> size of the files served on request in ``folder``, listed like the others.
+    """
+    rows = {
+        p.name + ("/" if p.is_dir() else ""): "-" if p.is_dir() else str(p.stat().st_size)
+        for p in folder.iterdir()
+        if not p.name.startswith(".")
+    }
+    rows |= {name: str(size) for name, size in (drawn or {}).items() if name not in rows}
     title = html.escape(f"Index of {url_path}")
     lines = [f"<html><head><title>{title}</title></head><body><h1>{title}</h1><pre>"]
     lines.append('<a href="../">Parent Directory</a>')
-    for entry in entries:
-        name = entry.name + ("/" if entry.is_dir() else "")
-        size = "-" if entry.is_dir() else str(entry.stat().st_size)
+    for name, size in sorted(rows.items()):
         lines.append(f'<a href="{html.escape(name)}">{html.escape(name)}</a> {size}')
     lines.append("</pre></body></html>\n")
     return "\n".join(lines).encode()
@@ -186,6 +209,7 @@ class _SkyHTTPServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.root = root.resolve()
         self.renderer = CutoutRenderer(root)
+        self.lazy = LazyCoadds(root)
 
 
 class SampleSkyServer:

@@ -51,22 +51,27 @@ def is_published(root: Path | str, release: str) -> bool:
     return release in names and _is_written(root, cfg.footprint(release).release)
 
 
-def releases_of(size: str = "default", seed: int | None = None) -> list[Release]:
+def releases_of(size: str = "default", seed: int | None = None, scale: int = 1) -> list[Release]:
     """The releases the sample sky of a size preset can generate, in generation order."""
-    return [fp.release for fp in preset(size, seed=seed).releases]
+    return [fp.release for fp in preset(size, seed=seed, scale=scale).releases]
 
 
 def ensure_published(
-    root: Path | str, releases: list[str], seed: int | None = None, size: str = "default"
+    root: Path | str,
+    releases: list[str],
+    seed: int | None = None,
+    size: str = "default",
+    scale: int = 1,
 ) -> GenerationSummary | None:
     """Generate those of ``releases`` that are missing under ``root``; None when none were.
 
     Raises ValueError when ``root`` already holds a sample sky made with another config, or by
     a generator that wrote different data (an older GENERATOR_VERSION), and when a release is
-    not one the config describes (the message lists those it does).
+    not one the config describes (the message lists those it does). ``scale`` grows every
+    release's footprint (:func:`astroclip_core.samplesky.config.scaled`).
     """
     root = Path(root)
-    cfg: SampleSkyConfig = preset(size, seed=seed)
+    cfg: SampleSkyConfig = preset(size, seed=seed, scale=scale)
     wanted = [cfg.footprint(name).release for name in releases]
     root.mkdir(parents=True, exist_ok=True)
     # Several Dagster step processes may start at once on a fresh machine: one generates,
@@ -76,7 +81,7 @@ def ensure_published(
         if (root / MANIFEST_NAME).exists() and read_manifest(root) != cfg:
             raise ValueError(
                 f"{root}: holds a sample sky generated with another config than size={size!r} "
-                f"seed={cfg.seed}; use another folder or delete this one"
+                f"seed={cfg.seed} scale={scale}; use another folder or delete this one"
             )
         if (root / MANIFEST_NAME).exists() and (
             found := manifest_generator_version(root)

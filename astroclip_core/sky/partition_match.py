@@ -8,9 +8,15 @@ matched in exactly one partition, hence each pair is found exactly once overall.
 is recorded with the sources, and :func:`require_margin_covers_radius` refuses a radius wider
 than it (as lsdb's crossmatch refuses a radius wider than its catalogue's margin).
 
-One-to-one holds within a partition: a margin source can in principle be claimed both by a
-spectrum of this pixel and by one of the neighbour; that needs two spectra on opposite sides
-of a border within two radii of each other and is left to the pairs table to detect.
+One-to-one holds across partitions too, given the spectra of the neighbouring pixels
+(:class:`BorderRivals`, read from the release catalogue, which every partition can read). A
+margin source within the radius of spectra on both sides of a border is *contested*; it goes to
+the side of its nearest spectrum (exact ties to the lower TARGETID), and the other side drops it
+from its candidates, so its spectrum takes its next-nearest free source or stays unmatched.
+Both sides evaluate the same rule on the same positions and separations, so they agree without
+talking, and a source that only one side can reach is never dropped. What this rule can waste:
+when the winning side's nearest spectrum takes another source (its own closer one), the
+contested source goes unused although the other side could have used it.
 """
 
 from __future__ import annotations
@@ -110,6 +116,11 @@ class PartitionMatch:
     ``n_conflicts_resolved`` counts spectra whose nearest source was taken by a closer
     spectrum; each of them then took its next-nearest free source within the radius, or
     stayed unmatched.
+
+    With :class:`BorderRivals`: ``n_border_contested`` counts sources within the radius of
+    spectra of this partition and of another; ``n_border_ceded`` those of them whose nearest
+    spectrum lies in the other partition (dropped here); ``n_border_losers`` the spectra here
+    whose nearest source was ceded (they took their next one, or stayed unmatched).
     """
 
     pixel: HealpixPixel
@@ -121,6 +132,33 @@ class PartitionMatch:
     n_matched: int
     n_unmatched: int
     n_conflicts_resolved: int
+    n_border_contested: int = 0
+    n_border_ceded: int = 0
+    n_border_losers: int = 0
+
+
+@dataclass(frozen=True)
+class BorderRivals:
+    """The release's spectra outside a partition that can claim its margin sources.
+
+    ``targetid`` (S,) is the TARGETID of each of the partition's own spectra, in the order of its
+    :class:`SpectraPositions`; ``rivals`` are the positions of spectra of other partitions (those
+    of the neighbouring pixels are enough: only spectra within two radii of the pixel matter),
+    ``rival_targetid`` (R,) theirs. TARGETIDs break exact distance ties between the two sides.
+    """
+
+    targetid: np.ndarray  # (S,) int64
+    rivals: SpectraPositions
+    rival_targetid: np.ndarray  # (R,) int64
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targetid", np.asarray(self.targetid, dtype=np.int64))
+        object.__setattr__(self, "rival_targetid", np.asarray(self.rival_targetid, dtype=np.int64))
+        if self.rival_targetid.shape != (len(self.rivals),):
+            raise ValueError(
+                f"BorderRivals has {len(self.rivals)} rival positions but "
+                f"{self.rival_targetid.size} rival TARGETIDs"
+            )
 
 
 @dataclass(frozen=True)
@@ -140,6 +178,7 @@ def match_partition(
     sources: SourcePositions,
     pixel: HealpixPixel,
     radius_arcsec: float = DEFAULT_RADIUS_ARCSEC,
+    rivals: BorderRivals | None = None,
 ) -> PartitionMatch:
     """Match each spectrum of ``pixel`` to one imaging source within ``radius_arcsec``, one to one.
 
@@ -149,13 +188,31 @@ def match_partition(
     closest pair wins and the others fall back to their next-nearest free source within the
     radius. This greedy closest-pair-first assignment gives each source at most one spectrum.
     Exact distance ties go to the lower spectrum index, then the lower source index.
+
+    With ``rivals`` (the spectra of the neighbouring partitions), a source that a rival is
+    nearer to than every spectrum here is dropped before the assignment (see the module
+    docstring), so that each source is used once in the whole release.
     """
     radius = validate_radius(radius_arcsec)
     _require_inside(spectra, pixel)
     spec_i, src_j, sep = _candidate_pairs(spectra, sources, radius)
     rank = np.lexsort((src_j, spec_i, sep))  # closest pair first
+    spec_i, src_j, sep = spec_i[rank], src_j[rank], sep[rank]
+    border = (0, 0, 0)
+    if rivals is not None:
+        if rivals.targetid.shape != (len(spectra),):
+            raise ValueError(
+                f"BorderRivals has {rivals.targetid.size} TARGETIDs for {len(spectra)} spectra"
+            )
+        contested, ceded = _contested_sources(sources, rivals, radius, spec_i, src_j, sep)
+        lost = np.isin(src_j, ceded)  # (P,) pairs whose source goes to the other side
+        # Pairs are sorted by separation, so a spectrum's first pair is its nearest source.
+        nearest = np.zeros(spec_i.size, dtype=bool)
+        nearest[np.unique(spec_i, return_index=True)[1]] = True
+        border = (contested.size, ceded.size, int(np.sum(nearest & lost)))
+        spec_i, src_j, sep = spec_i[~lost], src_j[~lost], sep[~lost]
     spectrum_idx, source_idx, pair_sep, n_conflicts = _assign_greedy(
-        spec_i[rank], src_j[rank], sep[rank], len(spectra)
+        spec_i, src_j, sep, len(spectra)
     )
     n_matched = int(spectrum_idx.size)
     return PartitionMatch(
@@ -168,6 +225,9 @@ def match_partition(
         n_matched=n_matched,
         n_unmatched=len(spectra) - n_matched,
         n_conflicts_resolved=n_conflicts,
+        n_border_contested=border[0],
+        n_border_ceded=border[1],
+        n_border_losers=border[2],
     )
 
 
@@ -275,6 +335,66 @@ def _candidate_pairs(
     return spec_i[keep], src_j[keep], sep[keep]
 
 
+def _contested_sources(
+    sources: SourcePositions,
+    rivals: BorderRivals,
+    radius_arcsec: float,
+    spec_i: np.ndarray,
+    src_j: np.ndarray,
+    sep: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(contested, ceded): source indices within the radius of a spectrum here and of a rival,
+    and those of them whose nearest spectrum, by (separation, TARGETID), is a rival.
+
+    ``spec_i``, ``src_j``, ``sep`` are this partition's candidate pairs, sorted by separation.
+    Separations are computed as for the partition's own pairs, from the same positions, so the
+    partition on the other side of the border computes the same numbers and the same winner.
+    """
+    empty = np.empty(0, np.int64)
+    if src_j.size == 0 or len(rivals.rivals) == 0:
+        return empty, empty
+    wanted = np.unique(src_j)  # (W,) sources some spectrum here can take
+    src_xyz = unit_vectors(sources.ra_deg[wanted], sources.dec_deg[wanted])  # (W, 3)
+    rival_xyz = unit_vectors(rivals.rivals.ra_deg, rivals.rivals.dec_deg)  # (R, 3)
+    bound = chord_of_arcsec(radius_arcsec) * (1.0 + 1e-9)
+    hits = cKDTree(rival_xyz).query_ball_point(src_xyz, r=bound)
+    w_idx = np.repeat(np.arange(wanted.size), [len(h) for h in hits])
+    r_idx = np.fromiter((r for h in hits for r in h), dtype=np.int64, count=w_idx.size)
+    r_sep = separation_arcsec(rival_xyz[r_idx], src_xyz[w_idx]) if r_idx.size else np.empty(0)
+    keep = r_sep <= radius_arcsec
+    w_idx, r_idx, r_sep = w_idx[keep], r_idx[keep], r_sep[keep]
+    if w_idx.size == 0:
+        return empty, empty
+    # The best claim of each side per source: smallest (separation, TARGETID).
+    own_sep, own_tid = _best_claim(
+        np.searchsorted(wanted, src_j), sep, rivals.targetid[spec_i], wanted.size
+    )
+    rival_sep, rival_tid = _best_claim(w_idx, r_sep, rivals.rival_targetid[r_idx], wanted.size)
+    contested = np.isfinite(own_sep) & np.isfinite(rival_sep)
+    rival_wins = contested & (
+        (rival_sep < own_sep) | ((rival_sep == own_sep) & (rival_tid < own_tid))
+    )
+    return wanted[contested], wanted[rival_wins]
+
+
+def _best_claim(
+    source: np.ndarray, sep: np.ndarray, targetid: np.ndarray, n_sources: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest (separation, TARGETID) claim on each of ``n_sources`` sources.
+
+    ``source``, ``sep``, ``targetid`` (C,) list the claims. Returns ((n_sources,) float64 sep,
+    inf where unclaimed; (n_sources,) int64 TARGETID, -1 where unclaimed).
+    """
+    best_sep = np.full(n_sources, np.inf)
+    best_tid = np.full(n_sources, -1, dtype=np.int64)
+    order = np.lexsort((targetid, sep, source))  # by source, then separation, then TARGETID
+    source, sep, targetid = source[order], sep[order], targetid[order]
+    first = np.r_[True, source[1:] != source[:-1]] if source.size else source.astype(bool)
+    best_sep[source[first]] = sep[first]
+    best_tid[source[first]] = targetid[first]
+    return best_sep, best_tid
+
+
 def _assign_greedy(
     spec_i: np.ndarray, src_j: np.ndarray, sep: np.ndarray, n_spectra: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -323,6 +443,7 @@ def _boundary_samples(pixel: HealpixPixel, margin_arcsec: float) -> tuple[np.nda
 __all__ = [
     "DEFAULT_MARGIN_ARCSEC",
     "DEFAULT_RADIUS_ARCSEC",
+    "BorderRivals",
     "IdAgreement",
     "PartitionMatch",
     "SourceIds",

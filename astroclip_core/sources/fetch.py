@@ -343,7 +343,10 @@ def _cache_hit(
         fs, path = fsio.filesystem(dest_url)
         n_bytes = int(fs.size(path))
         data = fsio.read_bytes(dest_url) if keep_data else None
-    except FileNotFoundError:  # a concurrent run found it damaged and deleted it
+        if fsio.is_local(dest_url):
+            # a hit renews the file for the raw cache's size cap (least recently used out)
+            os.utime(path)
+    except FileNotFoundError:  # a concurrent run found it damaged and deleted it (or a cap)
         return None
     except ValueError as err:
         log.warning("cached %s is damaged (%s); deleting it and fetching it again", dest_url, err)

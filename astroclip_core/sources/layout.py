@@ -17,6 +17,9 @@ in EDR/fuji, ``zcatalog/v1`` in DR1/iron (a later catalogue version would be ``z
 Legacy Surveys DR9 (relative to e.g. ``https://portal.nersc.gov/cfs/cosmo/data/legacysurvey/dr9/``)::
 
     <north|south>/sweep/9.0/sweep-<ramin><p|m><decmin>-<ramax><p|m><decmax>.fits
+    survey-bricks.fits.gz                                    every brick: name, centre, bounds
+    <north|south>/survey-bricks-dr9-<north|south>.fits.gz    the bricks each region has
+    <north|south>/coadd/<brick[:3]>/<brick>/legacysurvey-<brick>-image-<band>.fits.fz
 """
 
 from __future__ import annotations
@@ -153,6 +156,50 @@ def sweep_boxes_for(
             dec += SWEEP_DEC_STEP_DEG
         ra += SWEEP_RA_STEP_DEG
     return boxes
+
+
+SURVEY_BRICKS_PATH = "survey-bricks.fits.gz"
+REGIONS = ("north", "south")
+_BRICK_IMAGE_RE = re.compile(
+    r"^(north|south)/coadd/(\d{3})/(\d{4}[pm]\d{3})/legacysurvey-(\d{4}[pm]\d{3})-image-([grz])\.fits\.fz$"
+)
+
+
+def region_of_dec(dec_deg: float) -> str:
+    """'north' or 'south': the DR9 region of the ls-dr9 layer at this declination.
+
+    Brick rows end at Dec = 32.375 exactly, so a whole brick lies in one region.
+    """
+    return "north" if photsys_of_dec(dec_deg) == "N" else "south"
+
+
+def survey_bricks_region_path(region: str) -> str:
+    """``<region>/survey-bricks-dr9-<region>.fits.gz``: the bricks one region has data for."""
+    if region not in REGIONS:
+        raise ValueError(f"region {region!r} must be 'north' or 'south'")
+    return f"{region}/survey-bricks-dr9-{region}.fits.gz"
+
+
+def brick_image_path(region: str, brickname: str, band: str) -> str:
+    """``<region>/coadd/<brick[:3]>/<brick>/legacysurvey-<brick>-image-<band>.fits.fz``."""
+    path = (
+        f"{region}/coadd/{brickname[:3]}/{brickname}/legacysurvey-{brickname}-image-{band}.fits.fz"
+    )
+    parse_brick_image_path(path)  # validates region, name and band
+    return path
+
+
+def parse_brick_image_path(relpath: str) -> tuple[str, str, str]:
+    """(region, brickname, band) of a brick image path (inverse of :func:`brick_image_path`)."""
+    m = _BRICK_IMAGE_RE.match(relpath)
+    if not m or m.group(3) != m.group(4) or m.group(2) != m.group(3)[:3]:
+        raise ValueError(f"{relpath!r} is not a DR9 brick image path")
+    return m.group(1), m.group(3), m.group(5)
+
+
+def cutout_query_position(ra_deg: float, dec_deg: float) -> tuple[float, float]:
+    """The position a cutout service reads from :func:`cutout_query` (7 decimals, as sent)."""
+    return float(f"{ra_deg:.7f}"), float(f"{dec_deg:.7f}")
 
 
 def cutout_query(

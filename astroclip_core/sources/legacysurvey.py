@@ -8,7 +8,9 @@ failed position has a reason. Every response is cached under ``StorageLayout.cut
 before it is used, so a second call for the same positions makes no request; a cached
 cutout that no longer decodes is deleted and fetched again (``fetch_file``). A band that is
 all zeros means "no survey coverage there": it is flagged in ``no_data_bands`` and counted,
-not failed.
+not failed. The ``concurrency`` cap on cutout requests holds per service host across every
+process of this user on the machine, and across a Dask cluster when run in a Dask task
+(:mod:`astroclip_core.sources.hostslots`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from astroclip_core.sources.fetch import (
     fits_validator,
     map_with_sessions,
 )
+from astroclip_core.sources.hostslots import HostSlots
 from astroclip_core.sources.http import RetryClock, RetryPolicy
 from astroclip_core.storage import StorageLayout
 
@@ -134,7 +137,8 @@ class LegacySurveySource:
 
     ``root_url`` holds ``<north|south>/sweep/9.0/...`` (real: the NERSC portal; sample sky:
     ``http://127.0.0.1:<port>/cfs/cosmo/data/legacysurvey/dr9/``); ``cutout_url`` is the
-    ``fits-cutout`` endpoint.
+    ``fits-cutout`` endpoint. ``brick_root_url`` is where the coadd bricks are read from
+    (empty: ``root_url``; a plain path or ``file://`` URL reads an on-disk mirror in place).
     """
 
     root_url: str = layout.LEGACYSURVEY_DR9_ROOT
@@ -145,6 +149,12 @@ class LegacySurveySource:
     size_pix: int = 152
     dr: str = "dr9"
     s3_endpoint_url: str | None = None
+    brick_root_url: str = ""
+
+    @property
+    def brick_root(self) -> str:
+        """The DR9 root the coadd bricks and brick tables are read from."""
+        return self.brick_root_url or self.root_url
 
     def sweep_url(self, box: SweepBox) -> str:
         """Remote URL of one sweep file."""
@@ -243,6 +253,9 @@ class LegacySurveySource:
     ) -> CutoutBatch:
         """One cutout per position through at most ``concurrency`` parallel requests.
 
+        The cap is shared with every other process of this user on this machine that
+        fetches from the same host with the same cap (:class:`HostSlots`).
+
         ``reader`` decodes and checks a cutout (default
         ``astroclip_core.formats.legacysurvey.read_cutout``). See the module docstring.
         """
@@ -259,6 +272,9 @@ class LegacySurveySource:
             for r, d, k in zip(ra_deg, dec_deg, keys, strict=True)
         ]
 
+        # The cap holds across this user's processes on this machine (and a Dask cluster).
+        slots = HostSlots.for_url(self.cutout_url, concurrency)
+
         def one(job: FetchJob, session: requests.Session) -> tuple[FetchResult, np.ndarray | None]:
             # The validator decodes; the image of the file that passed (cached or fresh) is kept.
             # A damaged cached file fails it and is fetched again by fetch_file.
@@ -267,7 +283,8 @@ class LegacySurveySource:
             def validate(path: Path, url: str) -> None:
                 decoded.append(self._checked(reader, path, url))
 
-            result = fetch_file(job.url, job.dest_url, validate, policy, session, clock)
+            with slots.slot():
+                result = fetch_file(job.url, job.dest_url, validate, policy, session, clock)
             return result, decoded[-1] if result.ok else None
 
         outcomes = map_with_sessions(one, jobs, concurrency, lambda o: o[1] is not None, "cutouts")

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 
 from astroclip_core import fsio
 from astroclip_core.storage import StorageLayout
-from astroclip_core.tables.schemas import embeddings_schema
+from astroclip_core.tables.schemas import embeddings_schema, object_embeddings_schema
 
 
 def embeddings_table(
@@ -43,6 +43,59 @@ def write_embeddings(
     """Write one partition's embeddings atomically, replacing any previous file; (url, bytes)."""
     url = layout.embeddings_file(release, model, pixel)
     return url, fsio.atomic_write_parquet(url, table, compression="zstd")
+
+
+def object_embeddings_table(
+    targetid: np.ndarray,
+    healpix: np.ndarray,
+    ra_deg: np.ndarray,
+    dec_deg: np.ndarray,
+    z: np.ndarray,
+    image_emb: np.ndarray,
+    spectrum_emb: np.ndarray,
+    model: str,
+    source: list[str],
+) -> pa.Table:
+    """Rows of :func:`object_embeddings_schema` for N objects.
+
+    ``targetid`` < 0 and NaN ``z`` become null; an embedding row (of the (N, D) arrays) that
+    is NaN becomes a null embedding (the object lacks that modality).
+    """
+    n, dim = image_emb.shape
+    if spectrum_emb.shape != (n, dim) or len(source) != n or len(targetid) != n:
+        raise ValueError(
+            f"{len(source)} sources, {len(targetid)} targetids but embeddings "
+            f"{image_emb.shape} / {spectrum_emb.shape}"
+        )
+
+    def fsl(values: np.ndarray) -> pa.FixedSizeListArray:
+        missing = np.isnan(values).any(axis=1)  # (N,) rows without this modality
+        flat = pa.array(np.nan_to_num(np.ascontiguousarray(values, np.float32)).reshape(-1))
+        return pa.FixedSizeListArray.from_arrays(
+            flat, dim, mask=pa.array(missing) if missing.any() else None
+        )
+
+    targetid = np.asarray(targetid, np.int64)
+    z = np.asarray(z, np.float64)
+    return pa.table(
+        {
+            "targetid": pa.array(targetid, mask=targetid < 0),
+            "healpix": pa.array(np.asarray(healpix, np.int32)),
+            "ra": pa.array(np.asarray(ra_deg, np.float64)),
+            "dec": pa.array(np.asarray(dec_deg, np.float64)),
+            "z": pa.array(z, mask=~np.isfinite(z)),
+            "split": pa.nulls(n, pa.string()),
+            "image_embedding": fsl(image_emb),
+            "spectrum_embedding": fsl(spectrum_emb),
+            "model": pa.array([model] * n, pa.string()),
+            "source": pa.array(source, pa.string()),
+        }
+    ).cast(object_embeddings_schema(dim))
+
+
+def write_object_embeddings(url: str, table: pa.Table) -> int:
+    """Write an object-embeddings table to ``url`` atomically (replacing it); its bytes."""
+    return fsio.atomic_write_parquet(url, table, compression="zstd")
 
 
 def read_embeddings(url: str, columns: list[str] | None = None) -> pa.Table:

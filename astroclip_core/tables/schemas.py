@@ -203,6 +203,29 @@ def embeddings_schema(dim: int) -> pa.Schema:
     )
 
 
+def object_embeddings_schema(dim: int) -> pa.Schema:
+    """Schema of the embeddings of objects from outside the pipeline (``astroclip embed``).
+
+    The embeddings schema with a ``source`` column (``coadd:<file>``, ``cutout:<file>`` or
+    ``radec:<table>:<row>``) and with nulls where a value is unknown: ``targetid`` (no DESI
+    target), ``z``, ``split``, and the embedding of a modality the object lacks.
+    """
+    return pa.schema(
+        [
+            pa.field("targetid", pa.int64()),
+            pa.field("healpix", pa.int32(), nullable=False),
+            pa.field("ra", pa.float64()),
+            pa.field("dec", pa.float64()),
+            pa.field("z", pa.float64()),
+            pa.field("split", pa.string()),
+            pa.field("image_embedding", pa.list_(pa.float32(), dim)),
+            pa.field("spectrum_embedding", pa.list_(pa.float32(), dim)),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+        ]
+    )
+
+
 # The per-partition, per-stage failures table: what could not be fetched, and why. Rows are
 # built by astroclip_core.sources.fetch.failures_table; astroclip_core.tables.interim writes
 # and reads it.

@@ -61,7 +61,8 @@ def load_checkpoint(url: str) -> TrainState | None:
 
 
 def save_model(url: str, model: AstroClipModel, extra: dict | None = None) -> None:
-    """Write the model's weights and config (``model.pt``) atomically."""
+    """Write the model's weights and config as ``model.pt`` atomically: the format before model
+    folders (training now writes :mod:`astroclip_core.model.pretrained`'s), which still loads."""
     payload = {
         "format": MODEL_FORMAT,
         "model_config": model.config.to_dict(),
@@ -72,7 +73,20 @@ def save_model(url: str, model: AstroClipModel, extra: dict | None = None) -> No
 
 
 def load_model(url: str, device: str | torch.device = "cpu") -> AstroClipModel:
-    """Rebuild a model saved by :func:`save_model`, in eval mode on ``device``."""
+    """The trained model at ``url``, in eval mode on ``device``.
+
+    ``url`` is an old ``model.pt`` (:func:`save_model`), a ``model.safetensors`` file or a
+    model folder (:mod:`astroclip_core.model.pretrained`).
+    """
+    from astroclip_core.model.pretrained import load_pretrained
+
+    return load_pretrained(url, device=device)
+
+
+def load_model_pt(url: str, device: str | torch.device = "cpu") -> AstroClipModel:
+    """Rebuild a model saved by :func:`save_model` (``model.pt``), in eval mode on ``device``."""
+    if not exists(url):
+        raise FileNotFoundError(f"{url} does not exist")
     payload = torch.load(io.BytesIO(read_bytes(url)), map_location="cpu", weights_only=True)
     if payload.get("format") != MODEL_FORMAT:
         raise ValueError(

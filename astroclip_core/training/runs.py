@@ -47,9 +47,16 @@ _KEY_EXCLUDED = (
     "prefetch_batches",
 )
 # The files a finished run publishes; the checkpoint stays behind and is removed with the work
-# folder. model.pt goes last, so that on an object store a reader that finds the new weights
-# also finds the new config and history.
-PUBLISHED_FILES = ("config.json", "history.parquet", "loss_curve.png", "model.pt")
+# folder. The weights go last, so that on an object store a reader that finds the new weights
+# also finds the new config, card and history. README.md is the model card
+# (astroclip_core.publish.model_card), written into the work folder just before publishing.
+PUBLISHED_FILES = (
+    "config.json",
+    "history.parquet",
+    "loss_curve.png",
+    "README.md",
+    "model.safetensors",
+)
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -207,6 +214,6 @@ def publish_run(layout: StorageLayout, release: str, plan: RunPlan) -> str:
             fs.rm(folder, recursive=True)
     # The config was written with the work folder as out_dir; record where the model now is.
     config = json.loads(fsio.read_bytes(f"{published}/config.json"))
-    config["out_dir"] = published
+    config["training"]["out_dir"] = published
     fsio.atomic_write_bytes(f"{published}/config.json", json.dumps(config, indent=2).encode())
-    return f"{published}/model.pt"
+    return f"{published}/{PUBLISHED_FILES[-1]}"

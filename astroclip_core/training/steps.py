@@ -101,6 +101,10 @@ def publish_training(
             f"training of {job.name} stopped at step {result.steps} of {config.steps}; the "
             f"current model is kept and the same command resumes from {plan.work_dir}"
         )
+    from astroclip_core.publish.model_card import write_model_card  # publish is a layer above
+
+    # The card goes with the run's files (before the evaluation exists; that step rewrites it).
+    write_model_card(plan.work_dir, job.name, release)
     model_path = publish_run(layout, release, plan)
     ref = ModelRef(release, job.name, model_path)
     fsio.atomic_write_bytes(

@@ -3,8 +3,9 @@
 The same code runs on CPU, on one GPU (bf16 autocast with ``precision='bf16'``) and under
 ``torchrun --nproc_per_node N -m astroclip_core.training.train config.json`` with DDP. Rank 0
 writes into ``out_dir``: ``config.json`` at the start, ``checkpoint.pt`` every
-``checkpoint_every`` steps, and at the end ``model.pt``, ``history.parquet`` and
-``loss_curve.png``. With ``resume=True`` a run continues from ``checkpoint.pt`` to the same
+``checkpoint_every`` steps, and at the end ``model.safetensors`` with ``config.json`` rewritten
+as the model folder's (model and training config: :mod:`astroclip_core.model.pretrained`),
+``history.parquet`` and ``loss_curve.png``. With ``resume=True`` a run continues from ``checkpoint.pt`` to the same
 final step; on CPU the resumed run ends with the same weights as an uninterrupted one.
 Whoever launched the run can follow it through ``main``'s ``on_log`` (rank 0 calls it with each
 history row), which is how ``pipelines.train_process`` reports to Dagster without this module
@@ -27,12 +28,12 @@ from torch.nn.parallel import DistributedDataParallel
 from astroclip_core.fsio import atomic_write_bytes, read_bytes
 from astroclip_core.model.clip import AstroClipModel, build_model, resolve_model_config
 from astroclip_core.model.loss import LossTerms
+from astroclip_core.model.pretrained import WEIGHTS_NAME, save_pretrained
 from astroclip_core.training.augment import ModelInputs, batch_generator, train_inputs
 from astroclip_core.training.checkpoint import (
     TrainState,
     load_checkpoint,
     save_checkpoint,
-    save_model,
 )
 from astroclip_core.training.config import TrainConfig, TrainResult
 from astroclip_core.training.data import PairsLoader, build_index, source_files
@@ -61,7 +62,7 @@ class RunPaths:
     def as_dict(self) -> dict[str, str]:
         """name -> path of every output."""
         names = {
-            "model": "model.pt",
+            "model": WEIGHTS_NAME,
             "config": "config.json",
             "history": "history.parquet",
             "loss_curve": "loss_curve.png",
@@ -120,7 +121,10 @@ def _train(
     checksum = sum(float(p.detach().double().square().sum()) for p in run.model.parameters())
     checksums = gather_floats(checksum, info)
     if info.is_main and run.step == run.total_steps:
-        save_model(paths["model"], run.model, extra={"steps": run.step})
+        # config.json becomes the model folder's: model config + this training config
+        save_pretrained(
+            run.model, config.out_dir, training=config.to_dict(), extra={"steps": run.step}
+        )
         write_history(paths["history"], run.history)
         write_loss_curve(paths["loss_curve"], run.history, global_batch)
     counts = run.model.param_counts()
