@@ -20,6 +20,8 @@ strings joined with ``/`` so that a local folder and an object store behave the 
     models/<release>/.runs/<preset>-<run>/<run key>/   a training run until it finishes
     embeddings/<release>/<model>/healpix=<pix>/part-0.parquet
     reports/<release>/<model>/evaluation.json + figures
+    hats/<release>/pairs/                        HATS collections for lsdb (catalogue + margin):
+    hats/<release>/embeddings/<model>/           the pairs' catalogue columns, each model's embeddings
     samplesky/                                   the generated sample sky (local data roots)
 
 Every per-partition table lives in ``healpix=<pixel>`` folders, ``<pixel>`` the nested nside-16
@@ -167,6 +169,10 @@ class StorageLayout:
         """JSON pointer to the model the embeddings and evaluation of a release use."""
         return self._join("models", release, "current.json")
 
+    def embeddings_models_dir(self, release: str) -> str:
+        """Folder holding one embeddings folder per model of one release."""
+        return self._join("embeddings", release)
+
     def embeddings_dir(self, release: str, model: str) -> str:
         """Hive-partitioned folder of the embeddings of one model."""
         return self._join("embeddings", release, model)
@@ -178,6 +184,19 @@ class StorageLayout:
     def report_dir(self, release: str, model: str) -> str:
         """Folder of the evaluation report and figures of one model."""
         return self._join("reports", release, model)
+
+    # HATS collections (astroclip_core/publish/hats.py writes them; lsdb.open_catalog reads them)
+    def hats_dir(self, release: str) -> str:
+        """Folder of the HATS catalogues of one release."""
+        return self._join("hats", release)
+
+    def hats_pairs_dir(self, release: str) -> str:
+        """HATS collection of the pairs' catalogue columns of one release."""
+        return self._join("hats", release, "pairs")
+
+    def hats_embeddings_dir(self, release: str, model: str) -> str:
+        """HATS collection of one model's embeddings of one release."""
+        return self._join("hats", release, "embeddings", model)
 
 
 def default_layout() -> StorageLayout:

@@ -16,12 +16,15 @@ a fresh data root and ``$DAGSTER_HOME``. It measures:
   the step's own peak, worker baseline included. The orchestrator's figure is ``ru_maxrss``
   from ``wait4`` on ``astroclip run``: the largest of it and its run processes.
 - **disk per pair**: bytes allocated under the data root after the run, per top-level folder
-  (``raw``, ``interim``, ``pairs``, ``hf``, ...), the sample sky excluded (it is the stand-in for
-  the survey, not the pipeline's data).
+  (``raw``, ``interim/<stage>``, ``pairs``, ``hf``, ...), the sample sky excluded (it is the
+  stand-in for the survey, not the pipeline's data). Each scale's data root is then deleted
+  unless ``--keep``.
 
 Goals (issue 13): seconds per pair within +-25% across sizes, peak RSS per worker flat within
-+-25%, at most 0.6 MB of disk per pair. It prints a Markdown table and writes ``--json``.
-The machine is shared; rerun for a second sample before trusting a 10% difference.
++-25%, at most 0.6 MB of disk per pair. It prints a Markdown row per scale as it finishes, then
+the table, the spreads and an extrapolation to EDR and DR1 in worker core-hours; ``--json``
+keeps all of it (rewritten after each scale). The machine is shared; rerun for a second sample
+before trusting a 10% difference.
 
     .venv/bin/python bench/bench_scale.py --scales 1,4,8 --work /tmp/bench_scale
     .venv/bin/python bench/bench_scale.py --size tiny --scales 1,2 --work /tmp/bs  # a check
@@ -50,6 +53,10 @@ PLUGIN_NAME = "astroclip-bench-step-probe"
 # Goals of issue 13.
 SPREAD_GOAL = 0.25
 DISK_GOAL_MB_PER_PAIR = 0.6
+# Release sizes for the extrapolation (../shared/design/DATA_SOURCES.md): AstroCLIP's EDR set had
+# ~198k pairs out of ~1.1M EDR galaxies; DR1 has ~13.1M galaxies, so ~2.4M pairs at EDR's rate.
+EDR_PAIRS = 198_000
+DR1_PAIRS_AT_EDR_RATE = round(13.1e6 * 198_000 / 1.1e6)
 
 
 def _status_kb(field_name: str) -> int:
@@ -115,11 +122,18 @@ def _allocated_bytes(folder: Path) -> int:
 
 
 def _disk_by_folder(data_root: Path) -> dict[str, int]:
-    return {
-        child.name: _allocated_bytes(child)
-        for child in sorted(data_root.iterdir())
-        if child.is_dir() and child.name != "samplesky"
-    }
+    """Allocated bytes per top-level folder of the data root (``interim`` per stage), the
+    sample sky left out."""
+    sizes = {}
+    for child in sorted(data_root.iterdir()):
+        if not child.is_dir() or child.name == "samplesky":
+            continue
+        if child.name == "interim":
+            for stage in sorted(child.iterdir()):
+                sizes[f"interim/{stage.name}"] = _allocated_bytes(stage)
+        else:
+            sizes[child.name] = _allocated_bytes(child)
+    return sizes
 
 
 def _count_pairs(data_root: Path, release: str) -> int:
@@ -221,7 +235,7 @@ def _table(results: list[ScaleResult]) -> str:
         cells += [f"{1000 * r.per_pair(r.stage_seconds.get(s, 0)):.1f}" for s in stages]
         cells.append(f"{1000 * r.per_pair(r.ingest_wall_seconds):.1f}")
         cells.append(", ".join(f"{v:.0f}" for v in r.worker_peak_rss_mb.values()))
-        cells.append(", ".join(f"{s} {r.step_peak_rss_mb[s]:.0f}" for s in STAGES))
+        cells.append(", ".join(f"{s} {v:.0f}" for s, v in r.step_peak_rss_mb.items()))
         cells.append(f"{r.orchestrator_peak_rss_mb:.0f}")
         cells.append(f"{r.disk_mb_per_pair:.3f}")
         cells.append(
@@ -250,6 +264,23 @@ def _goals(results: list[ScaleResult]) -> dict[str, object]:
             "worker_peak_rss": rss <= SPREAD_GOAL,
             "disk_per_pair": disk <= DISK_GOAL_MB_PER_PAIR,
         },
+    }
+
+
+def _extrapolation(results: list[ScaleResult]) -> dict[str, float]:
+    """Worker core-hours for EDR and DR1 from the largest scale's busy seconds per pair.
+
+    Busy seconds are spent on single-threaded workers, so they are core-seconds; the catalogue
+    and dataset stages are left out (they run once per release, not per pair).
+    """
+    big = max(results, key=lambda r: r.scale)
+    core_s = big.per_pair(sum(big.stage_seconds.get(s, 0.0) for s in STAGES))
+    return {
+        "from_scale": big.scale,
+        "ingest_core_seconds_per_pair": round(core_s, 4),
+        "edr_core_hours": round(core_s * EDR_PAIRS / 3600, 1),
+        "dr1_core_hours": round(core_s * DR1_PAIRS_AT_EDR_RATE / 3600, 1),
+        "dr1_pairs_assumed": DR1_PAIRS_AT_EDR_RATE,
     }
 
 
@@ -286,19 +317,26 @@ def main() -> int:
             client.register_plugin(_make_probe())
             results.append(_run_scale(args, scale, client, cluster.scheduler_address))
         print(f"scale {scale}: done in {time.perf_counter() - t0:.0f} s", flush=True)
-    report = {
+        # Each scale's row as soon as it is measured, so a run cut short still reports.
+        print(_table(results[-1:]), flush=True)
+        report = _report(args, results)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1) + "\n")
+    print(_table(results))
+    print(json.dumps({k: v for k, v in report.items() if k != "results"}, indent=1))
+    return 0
+
+
+def _report(args: argparse.Namespace, results: list[ScaleResult]) -> dict[str, object]:
+    return {
         "size": args.size,
         "release": args.release,
         "workers": args.workers,
         "raw_cache": args.raw_cache,
         "results": [asdict(r) for r in results],
         **_goals(results),
+        "extrapolation": _extrapolation(results),
     }
-    print(_table(results))
-    print(json.dumps({k: v for k, v in report.items() if k != "results"}, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from astroclip_core.publish.hats import write_release_hats
 from astroclip_core.publish.hub import HubSettings, hub_settings_from_env
 from astroclip_core.publish.steps import publish_release
 from pipelines.metadata import materialize
@@ -43,4 +44,24 @@ def hf_dataset(
         f"wrote {result.rows} rows to {result.path}; pushed to the Hub: "
         f"{result.metadata['pushed']} ({result.metadata['push_detail']})"
     )
+    return materialize(result)
+
+
+@dg.asset(
+    partitions_def=releases_partitions,
+    deps=[
+        dg.AssetDep("pairs", partition_mapping=dg.AllPartitionMapping()),
+        dg.AssetDep("embeddings", partition_mapping=dg.AllPartitionMapping()),
+    ],
+    group_name="publish",
+    kinds={"parquet", "hats"},
+    description="Writes the release's HATS catalogues for lsdb, each with a 10 arcsec margin "
+    "cache: the pairs' catalogue columns (targetid, positions, redshift, fluxes, split) as "
+    "hats/<release>/pairs and each model's embeddings as hats/<release>/embeddings/<model>.",
+)
+def hats_catalogs(
+    context: dg.AssetExecutionContext, storage: StorageResource
+) -> dg.MaterializeResult:
+    result = write_release_hats(storage.layout(), context.partition_key)
+    context.log.info(f"wrote {len(result.outputs)} HATS catalogues under {result.path}")
     return materialize(result)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from astroclip_core.ingest.bricks import DEFAULT_IMAGING
 from astroclip_core.ingest.rawcache import DEFAULT_RAW_CACHE, RAW_CACHE_ENV, RawCachePolicy
 from astroclip_core.releases import Release, discover_releases, find_release
 from astroclip_core.sources.http import RetryPolicy
@@ -299,7 +300,7 @@ class LegacySurveySourceResource(dg.ConfigurableResource):
         default=8, description="Parallel cutout requests per step (the pool caps the steps)."
     )
     imaging: str = Field(
-        default="auto",
+        default=DEFAULT_IMAGING,
         description="Where stamps come from: auto (the cost rule of astroclip_core.ingest.bricks, "
         "per partition), service (one cutout request per object) or bricks (cut from DR9 coadd "
         "bricks).",

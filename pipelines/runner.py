@@ -281,4 +281,5 @@ def run_all(
     stage("train", [training.contrastive_model], [release], train_config)
     stage("embed", [training.embeddings], keys)
     stage("evaluate", [evaluation.evaluation], [release])
+    stage("hats", [publish.hats_catalogs], [release])
     return summary

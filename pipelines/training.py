@@ -60,7 +60,11 @@ class TrainingConfig(dg.Config):
     batch_size: int = Field(default=_TRAIN.batch_size, description="Pairs per step (per rank).")
     lr: float = Field(default=_TRAIN.lr, description="Peak learning rate (AdamW, warmup + cosine).")
     device: str = Field(default=_TRAIN.device, description="cpu, cuda or auto.")
-    precision: str = Field(default=_TRAIN.precision, description="fp32, or bf16 autocast on GPU.")
+    precision: str = Field(
+        default=_TRAIN.precision,
+        description="auto (bf16 autocast where the GPU or CPU has native bf16, else fp32), fp32 "
+        "or bf16.",
+    )
     seed: int = Field(default=_TRAIN.seed, description="Seed (a CPU run is reproducible).")
     checkpoint_every: int = Field(
         default=_TRAIN.checkpoint_every,

@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import fitsio
 import numpy as np
 import pyarrow as pa
 import pytest
+import requests
 
 from astroclip_core.formats import FormatError
 from astroclip_core.formats.legacysurvey_bricks import (
+    SURVEY_BRICKS_COLUMNS,
     BrickImageFile,
     brick_image_header,
     read_brick_image,
@@ -68,7 +71,7 @@ def positions(sky: Path) -> dict[str, np.ndarray]:
     stamp needs all four bricks), and sweep sources whose stamps lie in one of them."""
     renderer = CutoutRenderer(sky)
     bricks = renderer.bricks
-    cat, _ = renderer._load()
+    cat = renderer.catalog()
     # The corner at (RA1, DEC1) of the brick of a sweep source inside the sky, where the brick
     # row below has its column boundary there too (rows of equal brick counts): four bricks.
     inside = np.flatnonzero(pixels_of(cat["ra"], cat["dec"]) == PIXEL)
@@ -166,6 +169,36 @@ def test_service_and_brick_path_give_identical_stamps(
     again = cutouts_from_bricks(source, catalog, ra, dec, cache, policy=POLICY)
     assert all(f.from_cache for f in again.fetched)
     assert np.array_equal(again.batch.images, served.images)
+
+
+def test_server_has_only_the_bricks_of_the_survey(
+    server: SampleSkyServer, catalog: BrickCatalog, positions, tmp_path: Path
+) -> None:
+    # survey-bricks.fits.gz has the DR9 data model's columns and dtypes, every brick of the grid.
+    path = legacysurvey_root(server.root) / layout.SURVEY_BRICKS_PATH
+    table, header = fitsio.read(path, ext=1, header=True)
+    tform = {"S8": "8A", ">i4": "J", ">i2": "I", ">f8": "D"}
+    assert [
+        (header[f"TTYPE{i + 1}"], header[f"TFORM{i + 1}"]) for i in range(header["TFIELDS"])
+    ] == [(name, tform[dtype]) for name, dtype in SURVEY_BRICKS_COLUMNS.items()]
+    assert len(table) == len(catalog.index) == len(brick_table()["RA"])
+    row = int(positions["corner_bricks"][0])
+    name = str(catalog.index.brickname[row])
+    assert catalog.has_data(row) and name in catalog.available["south"]
+    base = server.legacysurvey_root_url
+    far = str(catalog.index.brickname[catalog.index.owners(np.array([10.0]), np.array([-30.0]))[0]])
+    for relpath in (
+        layout.brick_image_path("north", name, "g"),  # the brick lies in the south
+        layout.brick_image_path("south", far, "g"),  # far outside the footprint
+    ):
+        assert requests.head(base + relpath, timeout=30).status_code == 404, relpath
+    # A stamp on sky the survey lacks is zeros by both paths.
+    ra, dec = np.array([10.0]), np.array([-30.0])
+    source, cache = _source(server), StorageLayout(str(tmp_path))
+    served = source.fetch_cutouts(ra, dec, cache, policy=POLICY)
+    cut = cutouts_from_bricks(source, catalog, ra, dec, cache, policy=POLICY)
+    assert cut.batch.ok.all() and not cut.fetched and cut.batch.no_data_bands.all()
+    assert np.array_equal(served.images, cut.batch.images)
 
 
 def test_local_mirror_is_read_in_place(

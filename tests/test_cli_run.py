@@ -31,6 +31,7 @@ ASTROCLIP = str(Path(sys.executable).parent / "astroclip")
         (["--train-source", "s3"], "argument --train-source: invalid choice: 's3'"),
         (["--executor", "spark"], "argument --executor: invalid choice: 'spark'"),
         (["--sky-scale", "0"], "argument --sky-scale: 0 is outside 1..1024"),
+        (["--raw-cache", "lots"], "--raw-cache: raw cache policy 'lots': expected 'keep', 'evict'"),
         (["--dask-address", "tcp://127.0.0.1:1"], "tcp://127.0.0.1:1 needs --executor dask"),
         (
             ["--executor", "dask", "--dask-address", "127.0.0.1:8786"],

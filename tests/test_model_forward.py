@@ -180,7 +180,30 @@ def test_fast_asinh_matches_torch_asinh_and_stays_finite() -> None:
     from astroclip_core.model.image import fast_asinh
 
     x = torch.cat([torch.randn(10_000) * 10, torch.tensor([0.0, -0.0, 1e-8, -1e-3, 5e6, -1e30])])
+    before = x.clone()
     got, want = fast_asinh(x), torch.asinh(x)
+    assert torch.equal(x, before)  # the in-place steps work on its own buffer, not the input
     assert torch.isfinite(got).all()
     assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)
     assert torch.equal(fast_asinh(-x), -got)  # odd, like asinh
+
+
+def test_cpu_attention_matches_scaled_dot_product_attention() -> None:
+    """The CPU path (two matmuls and a softmax) computes what SDPA computes, gradients too."""
+    import torch.nn.functional as F
+
+    from astroclip_core.model.blocks import attention
+
+    g = torch.Generator().manual_seed(3)
+    qkv = [torch.randn(2, 4, 37, 24, generator=g, requires_grad=True) for _ in range(3)]
+    got = attention(*qkv)
+    want = F.scaled_dot_product_attention(*qkv)
+    assert got.shape == (2, 4, 37, 24)
+    assert torch.allclose(got, want, atol=1e-5)
+    grads = torch.autograd.grad(got.square().sum(), qkv)
+    want_grads = torch.autograd.grad(want.square().sum(), qkv)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grads, want_grads, strict=True))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = attention(*(t.bfloat16() for t in qkv))
+    assert low.dtype == torch.bfloat16
+    assert torch.allclose(low.float(), want, atol=0.05)  # bf16 keeps ~3 significant digits

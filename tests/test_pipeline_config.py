@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from astroclip_core.formats.desi import GalaxySelection
+from astroclip_core.ingest.cutouts import fetch_partition_cutouts
 from astroclip_core.ingest.imaging import fetch_partition_sources
 from astroclip_core.ingest.match import match_partition_stage
 from astroclip_core.sources.http import RetryPolicy
@@ -43,9 +44,15 @@ CASES: list[tuple[type[dg.Config], object, dict[str, str], set[str]]] = [
         LegacySurveySourceResource,
         LegacySurveySource(),
         {},
-        {"sweep_root_url", "cutout_url", "max_concurrent_requests", "retry"},
+        {"sweep_root_url", "cutout_url", "max_concurrent_requests", "retry", "imaging"},
     ),
 ]
+
+
+def test_the_imaging_default_is_the_cutouts_step_default() -> None:
+    # ``imaging`` is a parameter of the cutouts step, not of the source.
+    step = inspect.signature(fetch_partition_cutouts).parameters["imaging"].default
+    assert LegacySurveySourceResource().imaging == step
 
 
 def _library_default(source: object, name: str) -> object:
@@ -85,10 +92,11 @@ def test_the_dagster_configs_build_the_library_objects(tmp_path) -> None:
 
 def test_the_default_run_trains_as_before() -> None:
     """``astroclip run`` trained tiny for 1700 steps of 64 at peak lr 5e-4 before the defaults
-    moved into the library; the library's defaults keep that run unchanged."""
+    moved into the library; the library's defaults keep that run unchanged, except that its
+    precision is now ``auto`` (bf16 autocast where the CPU or GPU computes bf16 natively)."""
     run = TrainingConfig()
     assert (run.preset, run.steps, run.batch_size, run.lr) == ("tiny", 1700, 64, 5e-4)
-    assert (run.device, run.precision, run.seed) == ("auto", "fp32", 0)
+    assert (run.device, run.precision, run.seed) == ("auto", "auto", 0)
 
 
 def test_training_source_picks_the_pairs_or_the_published_shards() -> None:

@@ -20,6 +20,7 @@ EXPECTED_GROUPS = {
     "cutouts": "ingest",
     "pairs": "ingest",
     "hf_dataset": "publish",
+    "hats_catalogs": "publish",
     "contrastive_model": "training",
     "embeddings": "training",
     "evaluation": "evaluation",
@@ -52,6 +53,7 @@ def test_lineage_follows_the_architecture():
     assert parents("contrastive_model") == {"hf_dataset"}
     assert parents("embeddings") == {"contrastive_model", "pairs"}
     assert parents("evaluation") == {"embeddings"}
+    assert parents("hats_catalogs") == {"pairs", "embeddings"}
     checks = {k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("pairs")}
     assert checks == {
         "targetid_unique",

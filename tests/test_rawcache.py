@@ -158,3 +158,28 @@ def test_default_run_evicts_and_gives_the_same_pairs(kept_run) -> None:
     left = _raw(storage)
     assert not [p for p in left if "coadd-" in p or "/cutouts/" in p]
     assert [p for p in left if "/sweep/" in p]
+
+
+def test_evict_and_cap_on_an_fsspec_root() -> None:
+    import fsspec
+
+    from astroclip_core import fsio
+    from astroclip_core.ingest.rawcache import record_raw_files
+
+    layout = StorageLayout("memory://rawcache-test/run")
+    own = [layout.raw_desi(f"edr/coadd-{i}.fits") for i in range(3)]
+    shared = [layout.raw_legacysurvey("dr9", "south/sweep/9.0/sweep-a.fits")]
+    other = [layout.cutout_cache("dr9", "ls-dr9", "150/other")]
+    for i, url in enumerate(own + shared + other):
+        fsio.atomic_write_bytes(url, b"x" * (100 + i))
+    record_raw_files(layout, "edr", 1, "spectra", own, shared)
+    outcome = apply_after_pairs(layout, RawCachePolicy.parse("evict"), "edr", 1, STAGES, True)
+    assert (outcome.files_removed, outcome.bytes_removed) == (3, 100 + 101 + 102)
+    assert sorted(u for u in own + shared + other if fsio.exists(u)) == sorted(shared + other)
+    cap = RawCachePolicy(mode="cap", cap_bytes=104)
+    after = apply_after_pairs(layout, cap, "edr", 1, STAGES, True)
+    assert after.cache_bytes_after is not None and after.cache_bytes_after <= 104
+    assert sum(fsio.exists(u) for u in shared + other) == 1
+    with pytest.raises(ValueError, match="not under the raw cache"):
+        record_raw_files(layout, "edr", 1, "spectra", [layout.pairs_file("edr", 1)])
+    fsspec.filesystem("memory").rm("/rawcache-test", recursive=True)

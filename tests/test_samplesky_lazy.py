@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -103,3 +104,20 @@ def test_a_drawn_file_that_differs_from_the_index_is_refused(tmp_path: Path) -> 
         lazy.sky_file_bytes(root, relpath)
     with pytest.raises(FileNotFoundError, match="not in the sample sky"):
         lazy.sky_file_bytes(root, relpath.replace("coadd-", "coadd-x"))
+    with serve_sample_sky(root) as srv, pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(srv.desi_root_url + relpath, timeout=30)
+    assert err.value.code == 500 and b"delete it to regenerate" in err.value.read()
+
+
+def test_without_its_saved_state_a_pixel_is_drawn_again(tmp_path: Path) -> None:
+    cfg = preset("tiny", galaxies_per_pixel=15)
+    generate(tmp_path / "eager", cfg, ["edr"], coadd_files=True)
+    generate(tmp_path / "lazy", cfg, ["edr"])
+    states = sorted((tmp_path / "lazy" / "render").glob("state-edr-*.npz"))
+    assert len(states) == len(cfg.footprint("edr").pixels)
+    for state in states:
+        state.unlink()
+    files = lazy.LazyCoadds(tmp_path / "lazy")
+    eager = _eager_coadds(tmp_path / "eager")
+    for relpath, body in eager.items():
+        assert files.body(desi_root(tmp_path / "lazy").resolve() / relpath) == body, relpath

@@ -112,6 +112,18 @@ def test_bf16_autocast_step_runs(pairs_dir, tmp_path) -> None:
     assert math.isfinite(result.final_loss)
 
 
+def test_precision_auto_is_bf16_only_where_the_device_has_it() -> None:
+    from astroclip_core.training.train import resolve_precision
+
+    cpu = torch.device("cpu")
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert [resolve_precision(p, cpu) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+    assert TrainConfig(out_dir="x", pairs_dir="p").precision == "auto"
+    with pytest.raises(ValueError, match="'auto', 'fp32' or 'bf16'"):
+        TrainConfig(out_dir="x", pairs_dir="p", precision="fp16")
+
+
 def test_epochs_set_the_step_count(pairs_dir, tmp_path) -> None:
     files = list_pairs_files(str(pairs_dir))
     n_train = sum(len(read_pairs_file(url, "train")) for _, url in files)

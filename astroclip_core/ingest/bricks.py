@@ -54,6 +54,7 @@ from astroclip_core.storage import StorageLayout
 log = logging.getLogger(__name__)
 
 IMAGING_MODES = ("auto", "service", "bricks")
+DEFAULT_IMAGING = "auto"
 OPEN_FILES_KEPT = 24  # brick images kept open while cutting (8 bricks x 3 bands)
 
 
@@ -238,6 +239,12 @@ def cutouts_from_bricks(
     by_file = {f.brick: f for f in fetched}
     reader = _OpenBricks({f.brick: f.path for f in fetched if f.path is not None})
     images, reasons, attempts, urls = [], [], [], []
+
+    def read(row: int, win: BrickWindow) -> np.ndarray | None:
+        if not catalog.has_data(row):
+            return None  # a brick the survey lacks: zeros
+        return np.stack([reader.window(catalog.file(row, b), win) for b in bands])
+
     try:
         for parts in plans:
             files = [
@@ -250,12 +257,6 @@ def cutouts_from_bricks(
                 attempts.append(sum(b.failure.attempts for b in bad))
                 urls.append(bad[0].failure.url)
                 continue
-
-            def read(row: int, win: BrickWindow) -> np.ndarray | None:
-                if not catalog.has_data(row):
-                    return None
-                return np.stack([reader.window(catalog.file(row, b), win) for b in bands])
-
             images.append(stamp_from_bricks(parts, size, len(bands), read))
             reasons.append("")
             attempts.append(0)
@@ -322,7 +323,7 @@ def fetch_images(
     cache: StorageLayout,
     ra_deg: np.ndarray,
     dec_deg: np.ndarray,
-    imaging: str = "auto",
+    imaging: str = DEFAULT_IMAGING,
     concurrency: int = 8,
     policy: RetryPolicy | None = None,
     cost: ImagingCost | None = None,
@@ -330,7 +331,8 @@ def fetch_images(
     """One stamp per position, from the cutout service or the bricks as ``imaging`` and the
     cost rule (module docstring) decide.
 
-    ``service`` never reads the brick index. Under ``auto`` an archive without a brick index
+    ``service`` never reads the brick index (its choice then reports 0 bricks and 0 s for
+    them: not estimated). Under ``auto`` an archive without a brick index
     (``survey-bricks.fits.gz`` missing) uses the service, and says so in ``note``.
     """
     if imaging not in IMAGING_MODES:

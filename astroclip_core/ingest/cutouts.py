@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from astroclip_core.ingest.bricks import fetch_images
+from astroclip_core.ingest.bricks import DEFAULT_IMAGING, fetch_images
 from astroclip_core.ingest.rawcache import record_raw_files
 from astroclip_core.results import StepResult
 from astroclip_core.sources.fetch import FailureRecord, failures_table
@@ -29,7 +29,7 @@ def fetch_partition_cutouts(
     concurrency: int,
     policy: RetryPolicy | None = None,
     log=log,
-    imaging: str = "auto",
+    imaging: str = DEFAULT_IMAGING,
 ) -> StepResult:
     """Fetch (or take from the cache) a cutout at each matched source; write ``interim/cutouts``.
 

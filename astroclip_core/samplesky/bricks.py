@@ -90,16 +90,28 @@ class BrickSky:
 
     @cached_property
     def rows_with_data(self) -> frozenset[int]:
-        """Index rows of the bricks in the survey (those meeting a footprint pixel's box)."""
+        """Index rows of the bricks in the survey: those with footprint pixels.
+
+        Candidates meet a footprint pixel's bounding box; a candidate is kept when any point
+        of a 19x19 grid over it (every 200 pixels, edges included) lies in the footprint.
+        """
         c = self.columns
-        rows: set[int] = set()
+        candidates: set[int] = set()
         for pixel in self.footprint:
             for ra0, ra1, dec0, dec1 in HealpixPixel(
                 PARTITION_NSIDE, int(pixel)
             ).bounding_boxes_deg():
                 hit = (c["RA1"] < ra1) & (c["RA2"] > ra0) & (c["DEC1"] < dec1) & (c["DEC2"] > dec0)
-                rows.update(int(r) for r in np.flatnonzero(hit))
-        return frozenset(rows)
+                candidates.update(int(r) for r in np.flatnonzero(hit))
+        rows = np.array(sorted(candidates), dtype=np.int64)
+        grid = np.linspace(1.0, BRICK_SIZE_PIX, 19)
+        gx, gy = (a.ravel() for a in np.meshgrid(grid, grid))  # (361,) FITS coordinates
+        ra, dec = tan_pixel_to_sky(
+            np.tile(gx, rows.size), np.tile(gy, rows.size), np.repeat(c["RA"][rows], gx.size),
+            np.repeat(c["DEC"][rows], gx.size), BRICK_CRPIX, BRICK_CRPIX, BRICK_PIXSCALE_ARCSEC,
+        )  # fmt: skip
+        inside = np.isin(pixels_of(ra, dec), self.footprint).reshape(rows.size, gx.size)
+        return frozenset(int(r) for r in rows[inside.any(axis=1)])
 
     def region(self, row: int) -> str:
         """'north' or 'south': the region brick ``row`` belongs to."""
@@ -137,7 +149,7 @@ class BrickSky:
         self, out: np.ndarray, row: int, win: BrickWindow, bands: str, fwhm: np.ndarray
     ) -> None:
         """Add every source stamp overlapping ``win`` (module docstring) to ``out``."""
-        cat, _ = self.renderer._load()
+        cat = self.renderer.catalog()
         cy, cx = (win.y0 + win.y1 - 1) / 2.0 + 1, (win.x0 + win.x1 - 1) / 2.0 + 1
         c = self.columns
         ra_c, dec_c = tan_pixel_to_sky(
@@ -173,7 +185,7 @@ class BrickSky:
     @cached_property
     def _max_reach_arcsec(self) -> float:
         """The farthest any source's stamp reaches from its centre, arcsec."""
-        cat, _ = self.renderer._load()
+        cat = self.renderer.catalog()
         r = max(
             float(np.max(cat["shape_r"], initial=0.0)), float(np.max(cat["bulge_r"], initial=0.0))
         )
@@ -285,8 +297,6 @@ class BrickSky:
             sorted(r for r in self.rows_with_data if self.region(r) == region), dtype=np.int64
         )
         c = self.columns
-        fwhm = np.zeros((rows.size, 3))
-        depth_mag = np.zeros((rows.size, 3))
         photsys = np.full(rows.size, b"N" if region == "north" else b"S")
         cond = brick_conditions(self.seed, c["BRICKID"][rows], photsys)
         fwhm, depth_mag, nobs = cond.psf_fwhm_arcsec, cond.psfdepth_mag, cond.nobs

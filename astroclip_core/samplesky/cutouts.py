@@ -117,6 +117,10 @@ class CutoutRenderer:
             assert self._tree is not None
             return self._catalog, self._tree
 
+    def catalog(self) -> dict[str, np.ndarray]:
+        """The sweep sources (lower-case columns, plus ``bulge_flux``, ``bulge_r``), loaded once."""
+        return self._load()[0]
+
     def sources_near(self, ra_deg: float, dec_deg: float, radius_arcsec: float) -> np.ndarray:
         """Indices of sweep sources within ``radius_arcsec`` of a position."""
         _, tree = self._load()

@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
+from typing import get_type_hints
 
 import fitsio
 import numpy as np
@@ -362,6 +363,67 @@ def coadd_index_path(root: Path, release: str) -> Path:
     return root / "render" / f"coadds-{release}.parquet"
 
 
+def pixel_state_path(root: Path, release: str, pixel: int) -> Path:
+    """``<root>/render/state-<release>-<pixel>.npz``: what drawing a coadd of the pixel needs.
+
+    The pixel's :class:`PixelSky` and :class:`ObservationRows` (every array field, flattened by
+    :func:`write_pixel_state`), so the server draws a coadd without drawing the pixel's sky
+    again (a few seconds, more than a client's read timeout may allow). Not served.
+    """
+    return root / "render" / f"state-{release}-{int(pixel)}.npz"
+
+
+def _flatten(obj: object, prefix: str = "") -> dict[str, np.ndarray]:
+    """Every field of a (nested) dataclass of arrays and scalars as ``{dotted.name: array}``."""
+    out: dict[str, np.ndarray] = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            out |= _flatten(value, f"{prefix}{f.name}.")
+        else:
+            out[f"{prefix}{f.name}"] = np.asarray(value)
+    return out
+
+
+def _unflatten(cls: type, arrays: dict[str, np.ndarray], prefix: str = "") -> object:
+    """Inverse of :func:`_flatten` for dataclass ``cls``; 0-d arrays become Python scalars."""
+    hints = get_type_hints(cls)
+    values = {}
+    for f in fields(cls):
+        hint = hints[f.name]
+        if is_dataclass(hint):
+            values[f.name] = _unflatten(hint, arrays, f"{prefix}{f.name}.")
+        else:
+            value = arrays[f"{prefix}{f.name}"]
+            values[f.name] = value.item() if value.ndim == 0 else value
+    return cls(**values)
+
+
+def write_pixel_state(root: Path, release: str, sky: PixelSky, rows: ObservationRows) -> None:
+    """Write :func:`pixel_state_path` (plain arrays: read back without pickle)."""
+    arrays = _flatten(sky, "sky.") | _flatten(rows, "rows.")
+    with scratch_dir("state") as tmp:
+        np.savez(tmp / "state.npz", **arrays)
+        atomic_write_bytes(
+            str(pixel_state_path(root, release, sky.pixel)), (tmp / "state.npz").read_bytes()
+        )
+
+
+def read_pixel_state(root: Path, release: str, pixel: int) -> tuple[PixelSky, ObservationRows]:
+    """The pixel's sky and observation rows written by :func:`write_pixel_state`.
+
+    FileNotFoundError when there is none; ValueError (or KeyError) when it does not fit the
+    dataclasses of this code.
+    """
+    with np.load(pixel_state_path(root, release, pixel), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    sky = _unflatten(PixelSky, {k[4:]: v for k, v in arrays.items() if k.startswith("sky.")})
+    rows = _unflatten(
+        ObservationRows, {k[5:]: v for k, v in arrays.items() if k.startswith("rows.")}
+    )
+    return sky, rows  # type: ignore[return-value]
+
+
 def write_coadd_index(root: Path, release: str, rows: list[dict[str, object]]) -> None:
     """Write :func:`coadd_index_path` (sorted by relpath); an empty list removes the index."""
     path = coadd_index_path(root, release)
@@ -453,6 +515,8 @@ def write_release(
         sky = skies[pixel]
         rows = observation_rows(cfg, fp, sky.targets, pixel)
         parts, g, rows_index = _write_pixel_files(root, cfg, fp, sky, rows, coadd_files)
+        if not coadd_files:
+            write_pixel_state(root, fp.name, sky, rows)
         zparts += parts
         groups += g
         index += [] if coadd_files else rows_index

@@ -8,9 +8,10 @@ files, tilepix, sweeps, truth) and an index, ``render/coadds-<release>.parquet``
 out, each with the size and CRC-32 of its bytes. This module serves them:
 
 - :meth:`LazyCoadds.body` gives the bytes of one file. Its noise comes from the file's own
-  seeded generator, so it is drawn alone from the sky's config: the nside-16 pixel's sky
-  (about 2.5 s for the default sky, kept for the last :data:`PIXELS_KEPT` pixels), then the
-  file's spectra (~0.1 s). The bytes are checked against the index (size and CRC-32): a
+  seeded generator, so it is drawn alone: from the nside-16 pixel's targets and observation
+  rows, which the generator saved (``render/state-<release>-<pixel>.npz``, ~1 MB; drawn again,
+  1-3 s, if missing) and which are kept for the last :data:`PIXELS_KEPT` pixels, then the
+  file's spectra (~0.1-0.4 s). The bytes are checked against the index (size and CRC-32): a
   renderer that drifted from the generator fails loudly, never serves other data.
 - :meth:`LazyCoadds.listed` gives the files a folder listing shows, with their sizes, as the
   real server lists the files it has.
@@ -24,6 +25,7 @@ when several threads ask for it at once.
 
 from __future__ import annotations
 
+import logging
 import threading
 import zlib
 from collections import OrderedDict
@@ -40,8 +42,11 @@ from astroclip_core.samplesky.generate import (
     coadd_contents,
     desi_root,
     read_manifest,
+    read_pixel_state,
 )
 from astroclip_core.samplesky.sky import PixelSky
+
+log = logging.getLogger(__name__)
 
 # Rendered files kept in memory (a default-sky coadd is ~8 MB, so about eight of them).
 DEFAULT_CACHE_MB = 64
@@ -186,8 +191,12 @@ class LazyCoadds:
                 if key in self._skies:
                     self._skies.move_to_end(key)
                     return self._skies[key]
-            sky = build_pixel_sky(cfg, pixel)
-            rows = observation_rows(cfg, cfg.footprint(release), sky.targets, pixel)
+            try:  # written by the generator: no need to draw the pixel's sky again
+                sky, rows = read_pixel_state(self.root, release, pixel)
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                log.info("drawing the sky of pixel %d (%s: %s)", pixel, type(err).__name__, err)
+                sky = build_pixel_sky(cfg, pixel)
+                rows = observation_rows(cfg, cfg.footprint(release), sky.targets, pixel)
             with self._lock:
                 self._skies[key] = (sky, rows)
                 while len(self._skies) > PIXELS_KEPT:

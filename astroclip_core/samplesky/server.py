@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from astroclip_core.formats.legacysurvey import write_cutout
 from astroclip_core.samplesky.cutouts import CutoutRenderer, CutoutRequest
-from astroclip_core.samplesky.lazy import LazyCoadds
+from astroclip_core.samplesky.lazy import LazyCoadds, RenderMismatchError
 from astroclip_core.sources import layout
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -116,7 +116,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.renderer.bricks.ensure_path(target)
         if not target.is_file() and not target.name.startswith("."):
             # a coadd file the generator left out: drawn now (samplesky.lazy)
-            body = self.server.lazy.body(target)
+            try:
+                body = self.server.lazy.body(target)
+            except RenderMismatchError as err:
+                self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(err), head)
+                return
             if body is not None:
                 self._file(target, head, body)
                 return

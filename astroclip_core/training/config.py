@@ -19,6 +19,9 @@ MAX_SEED = 2**32 - 1
 # What the loader shuffles as one piece (see astroclip_core.training.data): whole files (the
 # order of the loader before it streamed) or single row groups (a streaming shuffle).
 ShuffleUnit = Literal["file", "row_group"]
+# Autocast precision: "auto" is bf16 where the device computes it natively (a CUDA GPU with
+# bf16, or a CPU with AVX512-BF16 or AMX), else fp32; see training.train.resolve_precision.
+Precision = Literal["auto", "fp32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,9 @@ class TrainConfig:
     rows whatever the file sizes, for sets that do not fit in memory. Length: ``steps``,
     or ``epochs`` (steps = epochs x batches per epoch); neither gives :data:`DEFAULT_STEPS`.
     ``batch_size`` is per rank; under DDP the global batch is batch_size x world_size, and the
-    loss contrasts every pair against all of it.
+    loss contrasts every pair against all of it. ``precision='auto'`` trains under bf16
+    autocast where the device computes bf16 natively and in fp32 elsewhere
+    (``training.train.resolve_precision``); weights and optimiser state stay fp32.
     ``stop_after_steps`` ends the process early as if killed after that step's checkpoint (a
     test hook; the run resumes to ``steps``). History rows average the steps since the previous
     row; make ``checkpoint_every`` a multiple of ``log_every`` so that a resumed run's rows
@@ -56,7 +61,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Precision = "auto"
     num_threads: int | None = None
     checkpoint_every: int = 100
     resume: bool = True
@@ -91,8 +96,8 @@ class TrainConfig:
             raise ValueError(f"unknown model preset {self.model!r}; known: {sorted(PRESETS)}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {self.device!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in get_args(Precision):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.shuffle_unit not in get_args(ShuffleUnit):
             raise ValueError(
                 f"shuffle_unit must be 'file' or 'row_group', got {self.shuffle_unit!r}"
