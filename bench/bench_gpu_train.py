@@ -18,8 +18,9 @@ compiled run) it reports:
 - model FLOPs per pair of one training step (forward + backward), counted by
   ``torch.utils.flop_counter.FlopCounterMode`` on one eager step (matmuls, convolutions and
   SDPA only; it counts attention backward with the score recompute, 14 T^2 C per layer; on
-  CPU attention is two batched matmuls (``model.blocks.attention``), counted as such: 12 T^2 C
-  per layer, no recompute), and
+  CPU the SDPA kernel is not in its table, so fp32 CPU counts leave attention out, while bf16
+  on CPU runs attention as two batched matmuls, ``model.blocks.attention``, counted as such),
+  and
   an analytic estimate (see :func:`analytic_flops_per_pair`);
 - MFU = counted FLOPs per second / peak dense bf16 FLOP/s of the device (table below,
   ``--peak-tflops`` overrides); also ``mfu_analytic`` from the analytic FLOPs.
@@ -68,8 +69,8 @@ BENCH_KIND = (
 FLOP_NOTE = (
     "flops_per_pair_counted: torch.utils.flop_counter.FlopCounterMode over one eager "
     "forward+backward step (matmuls, convolutions, SDPA; elementwise ops, norms and the "
-    "optimiser are not counted; SDPA backward includes the score recompute; on CPU attention "
-    "is two matmuls, counted without a recompute). "
+    "optimiser are not counted; SDPA backward includes the score recompute; on CPU SDPA is not "
+    "counted, but bf16 on CPU computes attention with counted matmuls). "
     "flops_per_pair_analytic: per encoder 6 * matmul_weights * tokens + 12 * depth * tokens^2 "
     "* width, per head 6 * (k,v weights * tokens + q,out,mlp weights) + 12 * tokens * embed, "
     "plus the loss's 6 * batch * embed. MFU uses the counted figure."

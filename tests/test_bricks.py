@@ -31,6 +31,7 @@ from astroclip_core.ingest.bricks import (
     stamp_corner_bricks,
 )
 from astroclip_core.ingest.cutouts import fetch_partition_cutouts
+from astroclip_core.ingest.rawcache import evict_partition
 from astroclip_core.samplesky.bricks import QUANTUM_NMGY
 from astroclip_core.samplesky.config import SIZE_PRESETS
 from astroclip_core.samplesky.cutouts import CutoutRenderer
@@ -275,6 +276,13 @@ def test_partition_step_bricks_and_service_write_identical_cutouts(
         tables[mode] = read_interim(cache, "cutouts", "edr", PIXEL)
         metadata[mode] = result.metadata
         assert read_failures(cache, "bricks", "edr", PIXEL).num_rows == 0
+        if mode == "bricks":
+            # The brick images are the partition's own raw files: `evict` deletes them.
+            bricks = list(Path(cache.raw_dir()).rglob("*-image-*.fits.fz"))
+            assert len(bricks) == 3 * metadata[mode]["imaging_bricks"] > 0
+            n_removed, _ = evict_partition(cache, "edr", PIXEL, ("cutouts",))
+            assert n_removed == len(bricks)
+            assert not list(Path(cache.raw_dir()).rglob("*-image-*.fits.fz"))
     assert tables["bricks"].num_rows == len(ra)
     assert tables["bricks"].equals(tables["service"])
     assert [metadata[m]["imaging"] for m in ("service", "bricks", "auto")] == [

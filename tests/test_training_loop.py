@@ -100,6 +100,19 @@ def test_killed_run_resumes_to_the_same_end(pairs_dir, tmp_path) -> None:
     assert h_whole == h_resumed
 
 
+def test_resume_keeps_the_precision_the_checkpoint_was_trained_in(pairs_dir, tmp_path) -> None:
+    # A run moved to a device where its precision resolves differently ('auto' on a CPU
+    # without native bf16, say) finishes in the precision it started in.
+    whole = main(_config(pairs_dir, tmp_path / "whole", precision="fp32"))
+    out = tmp_path / "moved"
+    main(_config(pairs_dir, out, precision="fp32", stop_after_steps=5))
+    resumed = main(_config(pairs_dir, out, precision="bf16"))
+    assert resumed.resumed_from_step == 3
+    assert _same_weights(whole.paths["model"], resumed.paths["model"])
+    bf16 = main(_config(pairs_dir, tmp_path / "bf16", precision="bf16"))
+    assert not _same_weights(whole.paths["model"], bf16.paths["model"])
+
+
 def test_resume_refuses_a_different_model(pairs_dir, tmp_path) -> None:
     main(_config(pairs_dir, tmp_path / "r", steps=3))
     other = replace(micro_model_config(), head=replace(micro_model_config().head, embed_dim=16))

@@ -74,14 +74,16 @@ def fetch_partition_cutouts(
     ]
     failures_path = write_failures(layout, STAGE, release, pixel, failures_table(records))
     write_failures(layout, BRICKS_STAGE, release, pixel, failures_table(fetched.brick_failures))
-    # The cached cutouts, this partition's own (one per matched source): evicted with it.
-    # Brick images serve neighbouring partitions too: recorded as shared.
+    # The cached cutouts (one per matched source) and the brick images are this partition's
+    # own, so `evict` deletes them once its pairs are written, as the policy asks. A
+    # brick on a partition border is then fetched again by the neighbour that needs it; a
+    # size cap (`<N>gb`) keeps such bricks instead.
     cached = [
         layout.cutout_cache(source.dr, source.layer, key)
         for key, got in zip(batch.keys, ok, strict=True)
         if got and fetched.choice.mode == "service"
     ]
-    record_raw_files(layout, release, pixel, STAGE, cached, list(fetched.brick_cache_files))
+    record_raw_files(layout, release, pixel, STAGE, cached + list(fetched.brick_cache_files))
     log.info(
         f"cutouts {release}-{pixel}: fetched {int(good.sum())}/{len(tid)} ({len(failed)} failed)"
     )

@@ -9,10 +9,11 @@ partition's pairs are written and checked:
 - ``keep``: keep everything (a re-run of any step reads the cache, no request is made).
 - ``evict`` (the default): delete the raw files the partition alone read, listed by its
   fetching steps with :func:`record_raw_files`: its coadd files (a coadd's nside-64 pixel lies
-  inside one nside-16 partition) and its cutouts. Files that neighbouring partitions read too
-  (the sweep catalogues, one per 10x5 degree box; image bricks) are recorded as *shared* and
-  kept, since deleting one would make the next partition fetch it again; bound them with a
-  size cap. A re-run of ``spectra`` or ``cutouts`` fetches the evicted files again (the
+  inside one nside-16 partition), its cutouts and its image bricks (a brick on a partition
+  border is then fetched again by the neighbour that needs it: a few border bricks, against
+  ~14 MB per band per brick kept for ever). Files that neighbouring partitions read far more
+  (the sweep catalogues, one per 10x5 degree box; the brick index) are recorded as *shared*
+  and kept; bound them with a size cap. A re-run of ``spectra`` or ``cutouts`` fetches the evicted files again (the
   failures table records any that cannot be had); ``pairs`` reads ``interim/`` and needs none.
 - ``<N>gb`` (e.g. ``2gb``, ``0.5gb``): after each partition, delete the least recently used
   files of the whole raw cache (oldest modification time first; a cache hit of a local file

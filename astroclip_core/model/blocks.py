@@ -10,13 +10,14 @@ from torch import nn
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v over (B, H, T, D) queries, keys and values -> (B, H, T, D).
 
-    On a GPU this is ``scaled_dot_product_attention`` (its fused kernels). On CPU it is two
-    batched matmuls and a softmax: for the short sequences and narrow heads of the CPU preset
-    (T <= 131, D = 24) PyTorch's CPU flash-attention kernel is no faster in float32 and, with
-    its backward, about 5 times slower under bf16 autocast (T = 131, 2 threads, forward and
-    backward: ~55 ms against ~10 ms). Same mathematics; float rounding differs.
+    This is ``scaled_dot_product_attention`` (fused kernels), except for bf16 on CPU: there it
+    is two batched matmuls and a softmax, because for the short sequences and narrow heads of
+    the CPU preset (T <= 131, D = 24) PyTorch's CPU flash-attention kernel with its backward is
+    about 5 times slower in bf16 (T = 131, 2 threads, forward and backward: ~55 ms against
+    ~10 ms). In float32 that kernel is as fast as the matmuls (or faster), so float32 stays on
+    it. Same mathematics; float rounding differs.
     """
-    if q.device.type != "cpu":
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
         return F.scaled_dot_product_attention(q, k, v)
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, T, T)
     # softmax in float32 also under bf16 autocast, as the fused kernels do
@@ -24,7 +25,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention (:func:`attention`: fused kernels on a GPU)."""
+    """Multi-head self-attention through :func:`attention`."""
 
     def __init__(self, width: int, n_heads: int) -> None:
         super().__init__()

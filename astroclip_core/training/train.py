@@ -84,6 +84,9 @@ class _Run:
     total_steps: int
     step: int
     history: list[dict]
+    # 'fp32' or 'bf16' as resolved on this device; a resumed run keeps its checkpoint's, so a
+    # run moved to a machine without native bf16 (precision 'auto') does not switch mid-run.
+    precision: str = "fp32"
 
 
 def main(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> TrainResult:
@@ -165,7 +168,10 @@ def _setup(config: TrainConfig, info: DistInfo, paths: dict[str, str]) -> _Run:
     model = build_model(config.model).to(info.device)
     optimizer = build_optimizer(model, config.lr, config.weight_decay)
     scheduler = build_scheduler(optimizer, config.warmup_steps, total_steps, config.min_lr_ratio)
-    run = _Run(model, model, optimizer, scheduler, loader, total_steps, step=0, history=[])
+    run = _Run(
+        model, model, optimizer, scheduler, loader, total_steps, step=0, history=[],
+        precision=resolve_precision(config.precision, info.device),
+    )  # fmt: skip
     state = load_checkpoint(paths["checkpoint"]) if config.resume else None
     if state is not None:
         _restore(run, state, config, paths["checkpoint"])
@@ -195,6 +201,13 @@ def _restore(run: _Run, state: TrainState, config: TrainConfig, url: str) -> Non
         torch.cuda.set_rng_state_all(state.cuda_rng)
     run.step = state.step
     run.history = list(state.history)
+    used = state.config.get(PRECISION_USED_KEY)
+    if used in ("fp32", "bf16") and used != run.precision:
+        log.warning(
+            "%s was trained in %s; resuming in %s, not %s (precision %r resolves differently "
+            "on this device)", url, used, used, run.precision, config.precision,
+        )  # fmt: skip
+        run.precision = used
     log.info("resumed from %s at step %d", url, state.step)
 
 
@@ -207,8 +220,12 @@ def _state(run: _Run, config: TrainConfig) -> TrainState:
         torch_rng=torch.get_rng_state(),
         cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         history=run.history,
-        config=config.to_dict(),
+        config={**config.to_dict(), PRECISION_USED_KEY: run.precision},
     )
+
+
+# Key of the checkpoint's config dict that records the precision the run actually used.
+PRECISION_USED_KEY = "precision_used"
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -314,7 +331,7 @@ def _loop(
     """Run the remaining steps; return the mean pairs/s (all ranks) of this process's steps."""
     crop = run.model.config.image.crop_pix
     view = run.model.scan_view_head is not None  # the scan view needs a second noise draw
-    precision = resolve_precision(config.precision, info.device)
+    precision = run.precision
     if info.is_main:
         log.info("precision %s (%s asked) on %s", precision, config.precision, info.device)
     autocast = torch.autocast(
