@@ -192,8 +192,25 @@ def _check_figures(page, base: str, asset: str, expected: list[str]) -> None:
         for natural_w, natural_h, shown_w, shown_h in sizes:
             assert natural_w > 0 and natural_h > 0, (asset, names[i], sizes)
             assert shown_w > 0 and shown_h > 0, (asset, names[i], sizes)
+        _close_dialogs(page, f"{asset}: the dialog of {names[i]}")
+
+
+def _close_dialogs(page, what: str, tries: int = 6) -> None:
+    """Press Escape until no dialog is left open (``what`` names it in the failure).
+
+    The community dialog can open on top of a figure's dialog at any moment; one Escape then
+    closes only one of them (or is taken by the locator handler's own click), so try again.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    for _ in range(tries):
         page.keyboard.press("Escape")
-        page.get_by_role("dialog").wait_for(state="detached", timeout=UI_TIMEOUT_MS)
+        try:
+            page.get_by_role("dialog").first.wait_for(state="detached", timeout=10_000)
+            return
+        except PlaywrightTimeoutError:
+            continue
+    raise AssertionError(f"{what} did not close after {tries} presses of Escape")
 
 
 def test_ui_shows_figures_and_materializes_a_partition(
