@@ -21,6 +21,8 @@ from scipy.integrate import trapezoid
 from scipy.special import gammaincinv
 from scipy.stats import ncx2
 
+from astroclip_core.sky.tan import tan_sky_to_pixel
+
 TRUNCATION_RADII = 8.0
 MOFFAT_BETA = 3.5
 FIBRE_DIAMETER_ARCSEC = 1.5
@@ -81,13 +83,9 @@ def sky_to_pixel(
     height: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """FITS pixel coordinates (x, y) of positions in a TAN stamp centred on (ra0, dec0)."""
-    ra, dec = np.radians(ra_deg), np.radians(dec_deg)
-    ra0, dec0 = np.radians(ra0_deg), np.radians(dec0_deg)
-    cosc = np.sin(dec0) * np.sin(dec) + np.cos(dec0) * np.cos(dec) * np.cos(ra - ra0)
-    xi = np.cos(dec) * np.sin(ra - ra0) / cosc  # radians, towards +RA
-    eta = (np.cos(dec0) * np.sin(dec) - np.sin(dec0) * np.cos(dec) * np.cos(ra - ra0)) / cosc
-    scale = np.degrees(1.0) * 3600.0 / pixscale_arcsec
-    return (width + 1) / 2.0 - xi * scale, (height + 1) / 2.0 + eta * scale
+    return tan_sky_to_pixel(
+        ra_deg, dec_deg, ra0_deg, dec0_deg, (width + 1) / 2.0, (height + 1) / 2.0, pixscale_arcsec
+    )
 
 
 def render_sources(
