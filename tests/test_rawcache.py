@@ -158,14 +158,6 @@ def test_default_run_evicts_and_gives_the_same_pairs(kept_run) -> None:
     left = _raw(storage)
     assert not [p for p in left if "coadd-" in p or "/cutouts/" in p]
     assert [p for p in left if "/sweep/" in p]
-    # evict also drops the interim spectra and cutouts (their rows are in the pairs file);
-    # keep leaves them, and the matches are kept either way.
-    for stage in ("spectra", "cutouts"):
-        assert not list((storage / "interim" / stage).rglob("*.parquet")), stage
-        assert list((kept / "interim" / stage).rglob("*.parquet")), stage
-    assert list((storage / "interim" / "matches").rglob("*.parquet"))
-    with pytest.raises(FileNotFoundError, match="materialize 'spectra'.*evict"):
-        read_interim(StorageLayout(str(storage)), "spectra", "edr", 1703)
 
 
 def test_evict_and_cap_on_an_fsspec_root() -> None:

@@ -10,16 +10,11 @@ import pyarrow.compute as pc
 
 from astroclip_core.ingest.catalog import partition_targets
 from astroclip_core.ingest.cutouts import STAGE as CUTOUTS_STAGE
-from astroclip_core.ingest.rawcache import (
-    DEFAULT_RAW_CACHE,
-    EVICT,
-    RawCachePolicy,
-    apply_after_pairs,
-)
+from astroclip_core.ingest.rawcache import DEFAULT_RAW_CACHE, RawCachePolicy, apply_after_pairs
 from astroclip_core.ingest.spectra import STAGE as SPECTRA_STAGE
 from astroclip_core.results import CheckOutcome, Figure, MetadataEntry, SmallTable, StepResult
 from astroclip_core.storage import StorageLayout
-from astroclip_core.tables.interim import read_failures, read_interim, remove_interim
+from astroclip_core.tables.interim import read_failures, read_interim
 from astroclip_core.tables.pairs import write_pairs
 from astroclip_core.tables.schemas import IMAGE_SHAPE, MATCHES_SCHEMA, PAIRS_SCHEMA, decode_blob
 from astroclip_core.tables.splits import split_of
@@ -136,9 +131,7 @@ def assemble_pairs(
     without a pair (their cutout or coadd file could not be had). Then ``raw_cache`` (default
     :data:`~astroclip_core.ingest.rawcache.DEFAULT_RAW_CACHE`) is applied to the raw files of
     the partition's spectra and cutouts steps, and what it did goes into the metadata
-    (``raw_cache_policy``, ``raw_files_removed``, ``raw_mb_removed``, ...). Under ``evict``
-    the interim spectra and cutouts tables are deleted too (``interim_mb_removed``): a re-run
-    of ``pairs`` then needs ``spectra`` and ``cutouts`` materialized again.
+    (``raw_cache_policy``, ``raw_files_removed``, ``raw_mb_removed``, ...).
     """
     import json
 
@@ -184,23 +177,15 @@ def assemble_pairs(
     preview = preview_png(table)
     if preview is not None:
         metadata["sample_pairs"] = Figure(preview, "sample pairs")
-    policy = raw_cache or RawCachePolicy.parse(DEFAULT_RAW_CACHE)
     raw = apply_after_pairs(
         layout,
-        policy,
+        raw_cache or RawCachePolicy.parse(DEFAULT_RAW_CACHE),
         release,
         pixel,
         (SPECTRA_STAGE, CUTOUTS_STAGE),
         pairs_ok=all(c.passed for c in checks),
     )
     metadata.update(raw.metadata())
-    # `evict` also drops the interim spectra and cutouts: every row of theirs that made a pair
-    # is now in the pairs file, so keeping them would store each image and spectrum twice more.
-    interim_removed = 0
-    if policy.mode == EVICT and all(c.passed for c in checks):
-        for stage in (SPECTRA_STAGE, CUTOUTS_STAGE):
-            interim_removed += remove_interim(layout, stage, release, pixel)
-    metadata["interim_mb_removed"] = round(interim_removed / 1e6, 1)
     return StepResult(
         outputs={"path": written.path},
         rows=written.n_rows,

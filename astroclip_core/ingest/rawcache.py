@@ -14,9 +14,7 @@ partition's pairs are written and checked:
   ~14 MB per band per brick kept for ever). Files that neighbouring partitions read far more
   (the sweep catalogues, one per 10x5 degree box; the brick index) are recorded as *shared*
   and kept; bound them with a size cap. A re-run of ``spectra`` or ``cutouts`` fetches the evicted files again (the
-  failures table records any that cannot be had). The pairs step then also deletes the
-  partition's interim spectra and cutouts tables (their rows are in the pairs file), so a re-run
-  of ``pairs`` needs ``spectra`` and ``cutouts`` materialized again.
+  failures table records any that cannot be had); ``pairs`` reads ``interim/`` and needs none.
 - ``<N>gb`` (e.g. ``2gb``, ``0.5gb``): after each partition, delete the least recently used
   files of the whole raw cache (oldest modification time first; a cache hit of a local file
   renews it, see :func:`astroclip_core.sources.fetch.fetch_file`) until it holds at most N GB.

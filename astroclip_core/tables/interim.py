@@ -45,27 +45,9 @@ def read_interim(layout: StorageLayout, stage: str, release: str, pixel: int) ->
     return _read_partition(layout.interim_file(release, pixel, stage), stage, release, pixel)
 
 
-def remove_interim(layout: StorageLayout, stage: str, release: str, pixel: int) -> int:
-    """Delete one stage's table for one partition if it exists; return the bytes it held.
-
-    Used by the raw-cache policy ``evict`` for the tables whose rows the pairs file already
-    holds (spectra, cutouts), once that file is written and checked.
-    """
-    url = layout.interim_file(release, pixel, stage)
-    fs, path = fsio.filesystem(url)
-    try:
-        size = int(fs.size(path))
-        fs.rm_file(path)
-    except FileNotFoundError:
-        return 0
-    return size
-
-
 def _read_partition(url: str, stage: str, release: str, pixel: int) -> pa.Table:
     if not fsio.exists(url):
         raise FileNotFoundError(
-            f"{url} does not exist: materialize '{stage}' for {release}-{pixel} first (with "
-            "the raw-cache policy 'evict', the spectra and cutouts tables are deleted once the "
-            "partition's pairs are written)"
+            f"{url} does not exist: materialize '{stage}' for {release}-{pixel} first"
         )
     return fsio.read_parquet(url)
