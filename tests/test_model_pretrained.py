@@ -4,7 +4,6 @@ the training asset's push and the card the evaluation rewrites."""
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from fake_hub import FakeHub
-from huggingface_hub.utils import _detect_agent
 from pairs_fixture import micro_model_config, write_pairs_dir
 
 from astroclip_core.cli import main
@@ -34,19 +32,6 @@ from pipelines.resources import StorageResource
 
 RELEASE, MODEL, REPO_ID = "edr", "micro-v1", "astroclip-test/micro-model"
 CUTOUT = Path(__file__).parent / "data/legacysurvey/dr9-cutout-357.9087-54.8817.fits"
-
-
-@pytest.fixture
-def token() -> str:
-    return f"hf_{secrets.token_hex(16)}"
-
-
-@pytest.fixture
-def online(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fake Hub is on loopback: undo offline mode and keep the agent registry local."""
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(_detect_agent, "_registry", _detect_agent._EMPTY_REGISTRY)
 
 
 def _model(seed: int = 0) -> AstroClipModel:

@@ -7,10 +7,8 @@ import secrets
 from pathlib import Path
 
 import fsspec
-import huggingface_hub
 import pytest
 from fake_hub import FakeHub
-from huggingface_hub.utils import _detect_agent
 from pairs_factory import write_pairs
 
 from astroclip_core.publish import hub
@@ -28,21 +26,6 @@ from astroclip_core.storage import StorageLayout
 RELEASE = "edr"
 EDR = Release(RELEASE, "fuji")
 REPO_ID = "astroclip-test/pairs-edr"
-
-
-@pytest.fixture
-def token() -> str:
-    return f"hf_{secrets.token_hex(16)}"
-
-
-@pytest.fixture
-def online(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Undo any offline mode the environment or another test set: the fake Hub is on loopback."""
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    # huggingface_hub's progress display fetches an agent registry from huggingface.co itself
-    # (best effort, 3 s timeout); an empty registry keeps the test on loopback.
-    monkeypatch.setattr(_detect_agent, "_registry", _detect_agent._EMPTY_REGISTRY)
 
 
 def _build(root: str, rows_per_shard: int, write: bool = True) -> str:
