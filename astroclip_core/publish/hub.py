@@ -49,10 +49,13 @@ class PushResult:
     n_bytes: int = 0
 
 
-def hub_settings_from_env(environ: Mapping[str, str] | None = None) -> HubSettings | None:
-    """HubSettings from HF_REPO_ID, HF_TOKEN and optional HF_ENDPOINT; None unless both are set."""
+def hub_settings_from_env(
+    environ: Mapping[str, str] | None = None, repo_id_env: str = REPO_ID_ENV
+) -> HubSettings | None:
+    """HubSettings from ``repo_id_env`` (default HF_REPO_ID), HF_TOKEN and optional HF_ENDPOINT;
+    None unless both the repo id and the token are set."""
     env = os.environ if environ is None else environ
-    repo_id = env.get(REPO_ID_ENV, "").strip()
+    repo_id = env.get(repo_id_env, "").strip()
     token = env.get(TOKEN_ENV, "").strip()
     if not repo_id or not token:
         return None

@@ -12,7 +12,6 @@ report alone.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,11 +20,11 @@ from huggingface_hub import HfApi
 from astroclip_core.fsio import filesystem, is_local, scratch_dir
 from astroclip_core.model.pretrained import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from astroclip_core.publish.hub import (
-    ENDPOINT_ENV,
     TOKEN_ENV,
     HubPushError,
     HubSettings,
     PushResult,
+    hub_settings_from_env,
 )
 from astroclip_core.storage import StorageLayout
 
@@ -41,12 +40,7 @@ OPTIONAL_FILES = ("history.parquet", "loss_curve.png")
 def model_hub_settings_from_env(environ: Mapping[str, str] | None = None) -> HubSettings | None:
     """HubSettings from HF_MODEL_REPO_ID, HF_TOKEN and optional HF_ENDPOINT; None unless both
     the repo id and the token are set."""
-    env = os.environ if environ is None else environ
-    repo_id = env.get(MODEL_REPO_ID_ENV, "").strip()
-    token = env.get(TOKEN_ENV, "").strip()
-    if not repo_id or not token:
-        return None
-    return HubSettings(repo_id=repo_id, token=token, endpoint=env.get(ENDPOINT_ENV) or None)
+    return hub_settings_from_env(environ, repo_id_env=MODEL_REPO_ID_ENV)
 
 
 def _skip_reason() -> str:
