@@ -161,6 +161,22 @@ def register_embed(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=embed_command)
 
 
+def register_transfer_check(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``astroclip transfer-check`` (redshifts of a real LRG spectrum from the bank)."""
+    from astroclip_core.evaluation.transfer_cli import add_transfer_arguments, transfer_command
+
+    p = subparsers.add_parser(
+        "transfer-check",
+        help="k-NN redshifts of the real DESI LRG stack, redshifted with real noise",
+        description="Redshift the real DESI LRG stack onto the coadd grid at z = z-min..z-max, "
+        "scale it to an LRG fibre magnitude, add noise from real coadd ivar, embed it with the "
+        "model's spectrum encoder and predict z by k-NN against the train split's spectrum "
+        "embeddings; print sigma_NMAD, outliers and bias per redshift.",
+    )
+    add_transfer_arguments(p)
+    p.set_defaults(func=transfer_command)
+
+
 def register_presets(subparsers: argparse._SubParsersAction) -> None:
     """Add ``astroclip presets`` (the model presets and their parameter counts)."""
     p = subparsers.add_parser("presets", help="list the model presets with parameter counts")
@@ -178,6 +194,7 @@ BUILTIN_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     register_sample_sky,
     register_search,
     register_embed,
+    register_transfer_check,
     register_presets,
 )
 

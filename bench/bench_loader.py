@@ -14,7 +14,9 @@ shared machine the second is the steadier):
     order); and, for the record, the in-memory cache after the first epoch;
   - ours, published shards: the same loader on the ``train`` shards;
   - for the record, Arrow's row-group reads alone with and without page checksums (the
-    project's readers always verify them);
+    project's readers always verify them), and ours alone (``read_pairs_split`` of every row
+    group: the float columns from their pages, ``tables.parquet_pages`` and
+    ``tables.parquet_lists``, CRC-32 verified; no batches);
   - ``datasets`` on the same shards: ``load_dataset('parquet', streaming=True)`` with format
     torch (reads the Parquet shards as we do), and the map-style ``load_dataset('parquet')``:
     its one-off conversion into an Arrow cache on disk, then batches from that cache with
@@ -200,6 +202,23 @@ def hf_batches(ds, batch: int, fmt: str, shuffled: bool) -> Callable[[], int]:
     return run
 
 
+def our_reads(files: list[str]) -> Callable[[], int]:
+    """Our reader alone: every row group of ``files`` decoded by ``read_pairs_split`` (page
+    checksums verified, finiteness not checked: the loader checks its batches); no batches."""
+    import pyarrow.parquet as pq
+
+    from astroclip_core.tables.pairs import read_pairs_split
+
+    groups = [(path, g) for path in files for g in range(pq.ParquetFile(path).num_row_groups)]
+
+    def run() -> int:
+        return sum(
+            len(read_pairs_split(path, None, [g], check_finite=False)[0]) for path, g in groups
+        )
+
+    return run
+
+
 def parquet_reads(files: list[str], verify: bool) -> Callable[[], int]:
     """Arrow alone: every row group of ``files`` read (memory-mapped), with or without its page
     checksums verified; no decoding, no batches."""
@@ -325,6 +344,8 @@ def run(rows: int, batch: int, window: int, repeats: int) -> None:
         for verify in (True, False):
             name = f"Arrow row-group reads only, page CRC {'on' if verify else 'off'}"
             figures[name] = best_rate(parquet_reads(files, verify), repeats)
+        figures["our row-group reads only, pairs Parquet"] = best_rate(our_reads(files), repeats)
+        figures["our row-group reads only, shards"] = best_rate(our_reads(shards), repeats)
         del ds
         mem = memory(root, pairs_dir, rows, batch, window)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

@@ -11,6 +11,7 @@ from astroclip_core.ingest import cutouts as cutouts_lib
 from astroclip_core.ingest import imaging, match
 from astroclip_core.ingest import spectra as spectra_lib
 from astroclip_core.ingest.pairs import PAIRS_CHECKS, assemble_pairs
+from astroclip_core.results import StepResult
 from astroclip_core.sky.partition_match import DEFAULT_MARGIN_ARCSEC, DEFAULT_RADIUS_ARCSEC
 from pipelines.metadata import materialize
 from pipelines.partitions import from_release, release_and_pixel, sky_partitions
@@ -39,13 +40,24 @@ def spectra(
     desi: DesiSourceResource,
 ) -> dg.MaterializeResult:
     release, pixel = release_and_pixel(context)
-    result = spectra_lib.fetch_partition_spectra(
-        desi.source(release, sample_sky), storage.layout(), pixel, desi.retry.policy()
-    )
+    result = _fetch_spectra(storage, sample_sky, desi, release, pixel)
     context.log.info(
         f"downloaded {result.metadata['coadd_files']} coadd files, {result.rows} spectra"
     )
     return materialize(result)
+
+
+def _fetch_spectra(
+    storage: StorageResource,
+    sample_sky: SampleSkyResource,
+    desi: DesiSourceResource,
+    release: str,
+    pixel: int,
+) -> StepResult:
+    """The spectra step's library call (the step itself, and pairs fetching an evicted input)."""
+    return spectra_lib.fetch_partition_spectra(
+        desi.source(release, sample_sky), storage.layout(), pixel, desi.retry.policy()
+    )
 
 
 class ImagingConfig(dg.Config):
@@ -130,7 +142,25 @@ def cutouts(
     legacysurvey: LegacySurveySourceResource,
 ) -> dg.MaterializeResult:
     release, pixel = release_and_pixel(context)
-    result = cutouts_lib.fetch_partition_cutouts(
+    result = _fetch_cutouts(context, storage, sample_sky, legacysurvey, release, pixel)
+    context.log.info(
+        f"imaging {result.metadata['imaging']} (asked {legacysurvey.imaging}): estimates "
+        f"service {result.metadata['imaging_service_s_estimate']} s, "
+        f"bricks {result.metadata['imaging_bricks_s_estimate']} s"
+    )
+    return materialize(result)
+
+
+def _fetch_cutouts(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    sample_sky: SampleSkyResource,
+    legacysurvey: LegacySurveySourceResource,
+    release: str,
+    pixel: int,
+) -> StepResult:
+    """The cutouts step's library call (the step itself, and pairs fetching an evicted input)."""
+    return cutouts_lib.fetch_partition_cutouts(
         legacysurvey.source(sample_sky),
         storage.layout(),
         release,
@@ -140,12 +170,6 @@ def cutouts(
         log=context.log,
         imaging=legacysurvey.imaging,
     )
-    context.log.info(
-        f"imaging {result.metadata['imaging']} (asked {legacysurvey.imaging}): estimates "
-        f"service {result.metadata['imaging_service_s_estimate']} s, "
-        f"bricks {result.metadata['imaging_bricks_s_estimate']} s"
-    )
-    return materialize(result)
 
 
 @dg.asset(
@@ -158,13 +182,29 @@ def cutouts(
         for name, desc in PAIRS_CHECKS.items()
     ],
     description="Writes one Parquet file per pixel with the matched image-spectrum pairs "
-    "(StorageLayout.pairs_file under pairs/<release>/), atomically; re-running replaces it.",
+    "(StorageLayout.pairs_file under pairs/<release>/), atomically; re-running replaces it. "
+    "Then applies the raw cache policy: under evict or a size cap the partition's interim "
+    "spectra and cutouts go too, and a re-run fetches them again first.",
 )
-def pairs(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
+def pairs(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    sample_sky: SampleSkyResource,
+    desi: DesiSourceResource,
+    legacysurvey: LegacySurveySourceResource,
+) -> dg.MaterializeResult:
     release, pixel = release_and_pixel(context)
-    result = assemble_pairs(storage.layout(), release, pixel, storage.raw_cache_policy())
+    # An input evicted after an earlier pairs run is fetched again, as re-running its step would.
+    rederive = {
+        spectra_lib.STAGE: lambda: _fetch_spectra(storage, sample_sky, desi, release, pixel),
+        cutouts_lib.STAGE: lambda: _fetch_cutouts(
+            context, storage, sample_sky, legacysurvey, release, pixel
+        ),
+    }
+    result = assemble_pairs(storage.layout(), release, pixel, storage.raw_cache_policy(), rederive)
     context.log.info(
         f"wrote {result.rows} pairs to {result.path}; raw cache "
-        f"{result.metadata['raw_cache_policy']}: {result.metadata['raw_files_removed']} files removed"
+        f"{result.metadata['raw_cache_policy']}: {result.metadata['raw_files_removed']} files "
+        f"removed; interim removed: {result.metadata['interim_removed']}"
     )
     return materialize(result)

@@ -28,6 +28,16 @@ FAST_RETRY = RetrySettings(
     connect_timeout_s=2.0,
     read_timeout_s=0.5,
 )
+# The pipeline tests' default: the same fast backoff, but a read timeout that a cutout rendered by
+# the sample sky's single-process server (GIL-bound, 4 requests at once) meets on a loaded 2-core
+# machine. Fault tests that need a stall past the timeout pass FAST_RETRY.
+LOOPBACK_RETRY = RetrySettings(
+    max_attempts=6,
+    backoff_base_s=0.05,
+    backoff_max_s=0.5,
+    connect_timeout_s=2.0,
+    read_timeout_s=10.0,
+)
 
 
 def make_tiny_sky(root: Path, releases: list[str]) -> Path:
@@ -43,18 +53,17 @@ def resources(
     sweep_url: str = "",
     cutout_url: str = "",
     s3_endpoint_url: str = "",
+    retry: RetrySettings = LOOPBACK_RETRY,
 ) -> dict[str, dg.ConfigurableResource]:
     """Resources over a storage root and a tiny sample sky (optionally other source URLs)."""
     return {
         "storage": StorageResource(root=storage_root),
         "sample_sky": SampleSkyResource(root=str(sky_root), size=TINY, releases=["edr"]),
-        "desi": DesiSourceResource(
-            root_url=desi_url, s3_endpoint_url=s3_endpoint_url, retry=FAST_RETRY
-        ),
+        "desi": DesiSourceResource(root_url=desi_url, s3_endpoint_url=s3_endpoint_url, retry=retry),
         "legacysurvey": LegacySurveySourceResource(
             sweep_root_url=sweep_url,
             cutout_url=cutout_url,
-            retry=FAST_RETRY,
+            retry=retry,
             max_concurrent_requests=4,
         ),
         "hub": HubResource(),

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from astroclip_core.evaluation.report import (
-    QUERY_TYPES,
+    KNN_QUERY_TYPES,
+    MLP_QUERY_TYPES,
     EvaluationReport,
     evaluate,
     write_report,
@@ -29,6 +30,8 @@ from astroclip_core.tables.pairs import pairs_lookup
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REQUIRED_RETRIEVAL = ("recall_at_1", "recall_at_5", "recall_at_10", "median_rank", "n")
+# Without images there is no supervised CNN; every other query type is always reported.
+QUERY_TYPES = (*KNN_QUERY_TYPES, *MLP_QUERY_TYPES)
 
 
 @pytest.fixture(scope="module")

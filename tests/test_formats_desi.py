@@ -288,7 +288,7 @@ def zcatalog_columns() -> dict[str, np.ndarray]:
     )  # rows 5, 6
     cols["ZWARN"] = np.array([0, 0, 0, 0, 4, 0, 0, 0, 0, 0])  # row 4
     cols["DELTACHI2"] = np.array([100.0, 100, 100, 10, 100, 100, 100, 100, 100, 100])  # row 3
-    cols["Z"] = np.array([0.1, 0.5, 1.5, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3])  # row 2 (z >= 1)
+    cols["Z"] = np.array([0.1, 0.5, 1.7, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3])  # row 2 (z >= 1.6)
     return cols
 
 

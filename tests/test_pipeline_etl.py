@@ -268,3 +268,8 @@ def test_learning_stages_write_model_embeddings_and_report(etl):
     assert report["n_train"] + report["n_test"] == pairs.num_rows
     eval_md = _latest_metadata(instance, "evaluation", "edr")
     assert any(k.startswith("pca") for k in eval_md)
+    assert "redshift.supervised_cnn.r2" in report and "redshift.photometry_mlp.r2" in report
+    assert (
+        "| AstroCLIP paper | image | k-NN, k = 64 | 0.79 | 0.47 |"
+        in eval_md["paper_comparison"].value
+    )

@@ -25,8 +25,19 @@ from astroclip_core.sources.layout import (
 )
 from astroclip_core.storage import StorageLayout
 from astroclip_core.tables.interim import read_failures
+from pipelines.resources import RetrySettings
 from pipelines.runner import RunOptions, run_all
 from tests.pipeline_support import make_tiny_sky, read_pairs_folder, resources, tables_equal
+
+# Short timeouts so a stall fault passes the client's read timeout quickly, yet long enough for
+# a cutout the sample sky renders on a loaded machine.
+FAULT_RETRY = RetrySettings(
+    max_attempts=6,
+    backoff_base_s=0.05,
+    backoff_max_s=0.5,
+    connect_timeout_s=2.0,
+    read_timeout_s=2.0,
+)
 
 
 def _etl(base, name, res) -> None:
@@ -60,6 +71,7 @@ def _etl_through(base, sky, name: str, config: FaultConfig) -> tuple[str, FaultS
             desi_url=faulty.url + SAMPLESKY_DESI_PREFIX,
             sweep_url=faulty.url + SAMPLESKY_LEGACYSURVEY_PREFIX,
             cutout_url=faulty.url + SAMPLESKY_CUTOUT_PATH,
+            retry=FAULT_RETRY,
         )
         _etl(base, name, res)
     return storage, faulty
@@ -67,7 +79,9 @@ def _etl_through(base, sky, name: str, config: FaultConfig) -> tuple[str, FaultS
 
 def test_etl_through_faults_equals_fault_free_run(clean_run):
     base, sky, clean = clean_run
-    config = FaultConfig(seed=7, fraction=0.2, retry_after_s=0.2, stall_s=1.0)
+    config = FaultConfig(
+        seed=7, fraction=0.2, retry_after_s=0.2, stall_s=FAULT_RETRY.read_timeout_s + 1.0
+    )
     storage, faulty = _etl_through(base, sky, "faulty", config)
     kinds = {kind for kind, n in faulty.faults.items() if n > 0}
     faulty_pairs = read_pairs_folder(StorageLayout(storage).pairs_dir("edr"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -17,11 +19,13 @@ from astroclip_core.ingest.rawcache import (
 from astroclip_core.sources.legacysurvey import LegacySurveySource
 from astroclip_core.storage import StorageLayout
 from astroclip_core.tables.interim import read_interim
+from pipelines import ingest
 from pipelines.resources import StorageResource
-from pipelines.runner import RunOptions, run_all
+from pipelines.runner import RunOptions, _materialize, run_all
 from tests.pipeline_support import make_tiny_sky, read_pairs_folder, resources, tables_equal
 
 STAGES = ("spectra", "cutouts")
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -146,6 +150,19 @@ def test_cap_removes_least_recently_used_down_to_the_cap(kept_run, tmp_path: Pat
     assert enforce_cap(layout, cap)[0] == 0  # already under the cap
 
 
+def _interim_stages(root: Path) -> set[str]:
+    """The stages with an interim table of partition 1703 of edr under ``root``."""
+    layout = StorageLayout(str(root))
+    stages = ("spectra", "sources", "matches", "cutouts")
+    return {s for s in stages if Path(layout.interim_file("edr", 1703, s)).is_file()}
+
+
+@pytest.mark.slow
+def test_keep_keeps_every_interim_table(kept_run) -> None:
+    _, _, kept = kept_run
+    assert _interim_stages(kept) == {"spectra", "sources", "matches", "cutouts"}
+
+
 @pytest.mark.slow
 def test_default_run_evicts_and_gives_the_same_pairs(kept_run) -> None:
     base, sky, kept = kept_run
@@ -158,6 +175,81 @@ def test_default_run_evicts_and_gives_the_same_pairs(kept_run) -> None:
     left = _raw(storage)
     assert not [p for p in left if "coadd-" in p or "/cutouts/" in p]
     assert [p for p in left if "/sweep/" in p]
+    # The interim tables the pairs hold again are gone (no temporaries left either); the small
+    # ones (sources, matches) and the failures tables stay.
+    assert _interim_stages(storage) == {"sources", "matches"}
+    for stage in STAGES:
+        assert not [p for p in (storage / "interim" / stage).rglob("*") if p.is_file()]
+    assert (storage / "failures" / "edr" / "healpix=1703" / "cutouts.parquet").is_file()
+
+
+@pytest.mark.slow
+def test_rerunning_pairs_alone_after_eviction_fetches_its_inputs_again(
+    kept_run, tmp_path: Path
+) -> None:
+    _, sky, kept = kept_run
+    storage = tmp_path / "evicted"
+    home = tmp_path / "home"
+    home.mkdir()
+    res = resources(str(storage), sky)
+    with dg.DagsterInstance.local_temp(str(home)) as instance:
+        run_all(RunOptions(release="edr", skip_training=True), res, instance)
+        assert _interim_stages(storage) == {"sources", "matches"}
+        pairs_file = Path(StorageLayout(str(storage)).pairs_file("edr", 1703))
+        before = pairs_file.read_bytes()
+        _materialize(instance, [ingest.pairs], "edr-1703", res)
+        record = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("pairs"), asset_partitions=["edr-1703"]),
+            limit=1,
+        ).records[0]
+        md = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+    assert md["interim_rederived"] == "spectra, cutouts"
+    assert md["interim_removed"] == "cutouts, spectra"
+    assert pairs_file.read_bytes() == before
+    assert _interim_stages(storage) == {"sources", "matches"}
+    assert not [p for p in _raw(storage) if "coadd-" in p or "/cutouts/" in p]
+    assert tables_equal(
+        read_pairs_folder(str(kept / "pairs" / "edr")),
+        read_pairs_folder(str(storage / "pairs" / "edr")),
+    )
+
+
+@pytest.mark.slow
+def test_two_runs_of_one_partition_at_once_both_succeed(kept_run, tmp_path: Path) -> None:
+    """Two processes ingest the same partition into one data root at the same time (evict).
+
+    Whichever pairs step comes second finds its interim tables evicted by the first, or
+    rewritten under it; both must succeed and leave the same pairs as a run alone.
+    """
+    _, sky, kept = kept_run
+    storage = tmp_path / "storage"
+    env = {**os.environ, "ASTROCLIP_RAW_CACHE": "evict", "OMP_NUM_THREADS": "1"}
+    events = tmp_path / "events"  # both processes append their stage lines to this one file
+    procs = []
+    for name in ("a", "b"):
+        args = [str(storage), str(sky), str(tmp_path / f"home-{name}"), str(events)]
+        with (tmp_path / f"{name}.log").open("wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tests.stage_process", *args, "catalog", "ingest"],
+                    cwd=REPO,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    for name, proc in zip("ab", procs, strict=True):
+        code = proc.wait(timeout=600)
+        assert code == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+    # The premise: both ingest stages had started before either finished.
+    lines = events.read_text().splitlines()
+    first_done = next(i for i, line in enumerate(lines) if line.startswith("done ingest"))
+    assert lines[:first_done].count("start ingest") == 2, lines
+    assert tables_equal(
+        read_pairs_folder(str(kept / "pairs" / "edr")),
+        read_pairs_folder(str(storage / "pairs" / "edr")),
+    )
+    assert _interim_stages(storage) == {"sources", "matches"}
 
 
 def test_evict_and_cap_on_an_fsspec_root() -> None:

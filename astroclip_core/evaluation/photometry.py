@@ -1,4 +1,7 @@
-"""Catalogue-photometry features for the k-NN baseline: (g−r, r−z, z) in asinh magnitudes.
+"""Catalogue-photometry features of the baselines, in asinh magnitudes.
+
+The k-NN baseline uses (g−r, r−z, z); the MLP baseline (the AstroCLIP paper's photometry
+row) uses all three band magnitudes and both colours, (g, r, z, g−r, r−z).
 
 Fluxes are Legacy Surveys catalogue fluxes in nanomaggies, which can be zero or negative for
 faint sources. Logarithmic magnitudes are undefined there, so the features use asinh
@@ -19,6 +22,7 @@ import pyarrow as pa
 PHOTOMETRY_BANDS = ("g", "r", "z")
 SOFTENING_NANOMAGGY: dict[str, float] = {"g": 0.05, "r": 0.09, "z": 0.2}
 FEATURE_NAMES = ("g-r", "r-z", "z_mag")
+MLP_FEATURE_NAMES = ("g_mag", "r_mag", "z_mag", "g-r", "r-z")
 
 
 def asinh_magnitude(flux_nanomaggy: np.ndarray, softening_nanomaggy: float) -> np.ndarray:
@@ -30,11 +34,10 @@ def asinh_magnitude(flux_nanomaggy: np.ndarray, softening_nanomaggy: float) -> n
     return 22.5 - (2.5 / np.log(10.0)) * (np.arcsinh(flux / (2.0 * b)) + np.log(b))
 
 
-def photometry_features(table: pa.Table) -> np.ndarray:
-    """(N, 3) float64 features (g−r, r−z, z) from columns flux_g, flux_r, flux_z (nanomaggies).
-
-    Raises ValueError naming the column when it is missing or holds null/NaN/inf values.
-    """
+def band_magnitudes(table: pa.Table) -> dict[str, np.ndarray]:
+    """Asinh magnitude (N,) float64 per band g, r, z from columns flux_g, flux_r, flux_z
+    (nanomaggies). Raises ValueError naming the column when it is missing or holds
+    null/NaN/inf values."""
     mags = {}
     for band in PHOTOMETRY_BANDS:
         column = f"flux_{band}"
@@ -47,7 +50,20 @@ def photometry_features(table: pa.Table) -> np.ndarray:
                 f"photometry column {column!r} has {int(bad.sum())} null/NaN/inf values"
             )
         mags[band] = asinh_magnitude(flux, SOFTENING_NANOMAGGY[band])
+    return mags
+
+
+def photometry_features(table: pa.Table) -> np.ndarray:
+    """(N, 3) float64 k-NN features (g−r, r−z, z) (:func:`band_magnitudes` for the columns)."""
+    mags = band_magnitudes(table)
     return np.stack([mags["g"] - mags["r"], mags["r"] - mags["z"], mags["z"]], axis=1)
+
+
+def photometry_mlp_features(table: pa.Table) -> np.ndarray:
+    """(N, 5) float64 MLP features :data:`MLP_FEATURE_NAMES`: (g, r, z, g−r, r−z)."""
+    mags = band_magnitudes(table)
+    g, r, z = mags["g"], mags["r"], mags["z"]
+    return np.stack([g, r, z, g - r, r - z], axis=1)
 
 
 def standardise(train: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""The evaluation report: zero-shot k-NN regression, retrieval, and the files they are written to.
+"""The evaluation report: k-NN regression, trained baselines, retrieval, and their files.
 
 Protocol (ARCHITECTURE.md, "Evaluation protocol"):
 
@@ -10,6 +10,11 @@ Protocol (ARCHITECTURE.md, "Evaluation protocol"):
   ``image_to_spectrum`` (image queries, spectrum bank) and ``photometry`` (the baseline: the
   same k-NN on standardised (g−r, r−z, z) asinh magnitudes,
   :mod:`astroclip_core.evaluation.photometry`).
+- Trained baselines (:mod:`astroclip_core.evaluation.baselines`, trained on the train rows,
+  scored on the test rows): MLP probes on the frozen embeddings (``image_mlp``,
+  ``spectrum_mlp``), an MLP on the catalogue photometry (``photometry_mlp``, features
+  :func:`~astroclip_core.evaluation.photometry.photometry_mlp_features`) and, when the pair
+  images are given, a supervised CNN trained from the images (``supervised_cnn``).
 - Targets: redshift always; ``log_mstar``, ``log_ssfr``, ``metallicity`` where a truth table
   (joined on targetid) gives them. A bank or query row with a NaN target is left out of that
   target only.
@@ -19,8 +24,10 @@ Protocol (ARCHITECTURE.md, "Evaluation protocol"):
 works directly: ``n_train``, ``n_test``, ``k``, ``model``; ``<target>.<query>.r2`` and
 ``<target>.<query>.n``; ``redshift.<query>.{sigma_nmad,outlier_fraction,bias,mean_bias}``;
 ``retrieval.<direction>.{recall_at_1,recall_at_5,recall_at_10,median_rank,n}`` for
-``image_to_spectrum`` and ``spectrum_to_image``; and ``definitions.*`` strings. Undefined values
-(R² of a constant truth) are written as ``null``.
+``image_to_spectrum`` and ``spectrum_to_image``;
+``baselines.<query>.{seconds,epochs,best_epoch,steps,params}`` for each trained baseline; and
+``definitions.*`` strings (``definitions.supervised_cnn`` states the CNN's compute budget).
+Undefined values (R² of a constant truth) are written as ``null``.
 """
 
 from __future__ import annotations
@@ -33,6 +40,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from astroclip_core import fsio
+from astroclip_core.evaluation.baselines import (
+    BaselineFit,
+    BaselinesConfig,
+    cnn_definition,
+    fit_predict_cnn,
+    fit_predict_mlp,
+    mlp_definition,
+)
 from astroclip_core.evaluation.figures import (
     PcaProjection,
     pca_figure,
@@ -44,9 +59,14 @@ from astroclip_core.evaluation.gallery import (
     retrieval_examples,
     retrieval_examples_figure,
 )
+from astroclip_core.evaluation.images import GalaxyImages
 from astroclip_core.evaluation.knn import DEFAULT_K, knn_regress, l2_normalise
 from astroclip_core.evaluation.metrics import RedshiftMetrics, r2_score, redshift_metrics
-from astroclip_core.evaluation.photometry import photometry_features, standardise
+from astroclip_core.evaluation.photometry import (
+    photometry_features,
+    photometry_mlp_features,
+    standardise,
+)
 from astroclip_core.evaluation.retrieval import RetrievalMetrics, retrieval_metrics
 from astroclip_core.plots import render_png
 from astroclip_core.tables.embeddings import embedding_matrix
@@ -58,7 +78,15 @@ EMBEDDING_QUERIES: dict[str, tuple[str, str]] = {
     "spectrum": ("spectrum_embedding", "spectrum_embedding"),
     "image_to_spectrum": ("image_embedding", "spectrum_embedding"),
 }
-QUERY_TYPES = (*EMBEDDING_QUERIES, "photometry")
+KNN_QUERY_TYPES = (*EMBEDDING_QUERIES, "photometry")
+# MLP probe query type -> the frozen embedding column it reads
+PROBE_QUERIES: dict[str, str] = {
+    "image_mlp": "image_embedding",
+    "spectrum_mlp": "spectrum_embedding",
+}
+MLP_QUERY_TYPES = (*PROBE_QUERIES, "photometry_mlp")
+TRAINED_QUERY_TYPES = (*MLP_QUERY_TYPES, "supervised_cnn")
+QUERY_TYPES = (*KNN_QUERY_TYPES, *TRAINED_QUERY_TYPES)
 PHOTOMETRY_COLUMNS = ("flux_g", "flux_r", "flux_z")
 PROPERTIES = ("log_mstar", "log_ssfr", "metallicity")
 DEFINITIONS = {
@@ -93,6 +121,8 @@ class EvaluationReport:
     z_pred: dict[str, np.ndarray]  # query type -> (n_test,) predicted redshift
     pca: PcaProjection
     examples: tuple[RetrievalExample, ...] = field(default=())
+    baselines: dict[str, BaselineFit] = field(default_factory=dict)  # trained query type -> fit
+    definitions: dict[str, str] = field(default_factory=lambda: dict(DEFINITIONS))
 
     def to_flat_dict(self) -> dict[str, float | int | str | None]:
         """The flat dotted-key dictionary written to ``evaluation.json``."""
@@ -112,7 +142,13 @@ class EvaluationReport:
         for direction, rm in self.retrieval.items():
             for name in ("recall_at_1", "recall_at_5", "recall_at_10", "median_rank", "n"):
                 out[f"retrieval.{direction}.{name}"] = getattr(rm, name)
-        out.update(DEFINITIONS)
+        for query, fit in self.baselines.items():
+            out[f"baselines.{query}.seconds"] = round(fit.seconds, 2)
+            out[f"baselines.{query}.epochs"] = fit.epochs
+            out[f"baselines.{query}.best_epoch"] = fit.best_epoch
+            out[f"baselines.{query}.steps"] = fit.steps
+            out[f"baselines.{query}.params"] = fit.n_params
+        out.update(self.definitions)
         return {
             k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()
         }
@@ -193,15 +229,81 @@ def _property_metrics(
     return out
 
 
+@dataclass(frozen=True, eq=False)
+class _Inputs:
+    """What every query type reads, row i = embeddings row i."""
+
+    vectors: dict[str, np.ndarray]  # embedding column -> (N, D) float32, unit rows
+    fluxes: dict[str, np.ndarray]  # flux_g/r/z -> (N,) float64 nanomaggies
+    images: np.ndarray | None  # (N, 3, S, S) float32 nanomaggies, or None (no CNN)
+
+
+def _knn_predictions(
+    inputs: _Inputs, targets: dict[str, np.ndarray], train: np.ndarray, test: np.ndarray, k: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """Query type -> target -> (n_test,) k-NN predictions, for :data:`KNN_QUERY_TYPES`."""
+    bank_targets = {name: values[train] for name, values in targets.items()}
+    predictions = {
+        query: _predict(inputs.vectors[q_col][test], inputs.vectors[b_col][train], bank_targets, k)
+        for query, (q_col, b_col) in EMBEDDING_QUERIES.items()
+    }
+    features = photometry_features(pa.table(inputs.fluxes))  # (N, 3)
+    phot_train, phot_test = standardise(features[train], features[test])
+    predictions["photometry"] = _predict(phot_test, phot_train, bank_targets, k)
+    return predictions
+
+
+def _trained_fits(
+    inputs: _Inputs,
+    y_train: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    config: BaselinesConfig,
+) -> dict[str, BaselineFit]:
+    """Query type -> fit of each trained baseline (the CNN only when there are images);
+    ``y_train`` (N_train, T) holds the train rows' targets, NaN where unknown."""
+    fits = {
+        query: fit_predict_mlp(
+            inputs.vectors[column][train], y_train, inputs.vectors[column][test], config.mlp
+        )
+        for query, column in PROBE_QUERIES.items()
+    }
+    features = photometry_mlp_features(pa.table(inputs.fluxes))  # (N, 5)
+    fits["photometry_mlp"] = fit_predict_mlp(features[train], y_train, features[test], config.mlp)
+    if inputs.images is not None:
+        fits["supervised_cnn"] = fit_predict_cnn(
+            inputs.images[train], y_train, inputs.images[test], config.cnn
+        )
+    return fits
+
+
+def _train_targets(targets: dict[str, np.ndarray], train: np.ndarray) -> np.ndarray:
+    """(N_train, T) targets of the train rows in ``targets`` order; raises when one has no
+    finite train value (nothing to learn it from)."""
+    y = np.stack([values[train] for values in targets.values()], axis=1)
+    empty = [name for name, col in zip(targets, y.T, strict=True) if not np.isfinite(col).any()]
+    if empty:
+        raise ValueError(f"no train row has a finite value of {empty}")
+    return y
+
+
 def evaluate(
-    embeddings: pa.Table, photometry: pa.Table, truth: pa.Table | None = None, k: int = DEFAULT_K
+    embeddings: pa.Table,
+    photometry: pa.Table,
+    truth: pa.Table | None = None,
+    k: int = DEFAULT_K,
+    images: GalaxyImages | None = None,
+    baselines: BaselinesConfig | None = None,
 ) -> EvaluationReport:
     """Run the whole evaluation protocol (module docstring) on one model's embeddings table.
 
     ``photometry`` has targetid, flux_g, flux_r, flux_z (nanomaggies) for every embedded
-    galaxy; ``truth`` optionally has targetid plus any of log_mstar, log_ssfr, metallicity.
-    ``k`` is capped at the number of usable train rows.
+    galaxy; ``truth`` optionally has targetid plus any of log_mstar, log_ssfr, metallicity;
+    ``images`` (every embedded galaxy's, any order) enables the supervised CNN. ``k`` is
+    capped at the number of usable train rows; ``baselines`` sets the trained baselines'
+    budgets (the defaults of :class:`BaselinesConfig` when None).
     """
+    config = baselines or BaselinesConfig()
     targetid = embeddings.column("targetid").to_numpy(zero_copy_only=False).astype(np.int64)
     train, test = _split_masks(embeddings)
     z = embeddings.column("z").to_numpy(zero_copy_only=False).astype(np.float64)
@@ -211,26 +313,28 @@ def evaluate(
     if truth is not None:
         present = tuple(p for p in PROPERTIES if p in truth.column_names)
         targets.update(_aligned_columns(targetid, truth, present, "truth", required=False))
-    vectors = {  # (N, D) float32, unit rows
-        c: l2_normalise(embedding_matrix(embeddings, c), c)
-        for c in ("image_embedding", "spectrum_embedding")
-    }
-    fluxes = _aligned_columns(targetid, photometry, PHOTOMETRY_COLUMNS, "photometry", True)
-    features = photometry_features(pa.table(fluxes))  # (N, 3)
-    phot_train, phot_test = standardise(features[train], features[test])
-
-    bank_targets = {name: values[train] for name, values in targets.items()}
-    predictions: dict[str, dict[str, np.ndarray]] = {}
-    for query_type, (q_col, b_col) in EMBEDDING_QUERIES.items():
-        predictions[query_type] = _predict(
-            vectors[q_col][test], vectors[b_col][train], bank_targets, k
+    inputs = _Inputs(
+        vectors={
+            c: l2_normalise(embedding_matrix(embeddings, c), c)
+            for c in ("image_embedding", "spectrum_embedding")
+        },
+        fluxes=_aligned_columns(targetid, photometry, PHOTOMETRY_COLUMNS, "photometry", True),
+        images=None if images is None else images.aligned(targetid),
+    )
+    predictions = _knn_predictions(inputs, targets, train, test, k)
+    fits = _trained_fits(inputs, _train_targets(targets, train), train, test, config)
+    for query, fit in fits.items():
+        predictions[query] = {n: fit.prediction[:, i] for i, n in enumerate(targets)}
+    definitions = {**DEFINITIONS, "definitions.mlp": mlp_definition(config.mlp)}
+    if "supervised_cnn" in fits:
+        definitions["definitions.supervised_cnn"] = cnn_definition(
+            config.cnn, fits["supervised_cnn"]
         )
-    predictions["photometry"] = _predict(phot_test, phot_train, bank_targets, k)
 
     z_test = z[test]
     redshift = {q: redshift_metrics(z_test, p["redshift"]) for q, p in predictions.items()}
     properties = _property_metrics({n: v[test] for n, v in targets.items()}, predictions)
-    image, spectrum = vectors["image_embedding"], vectors["spectrum_embedding"]
+    image, spectrum = inputs.vectors["image_embedding"], inputs.vectors["spectrum_embedding"]
     retrieval = {
         "image_to_spectrum": retrieval_metrics(image[test], spectrum[test]),
         "spectrum_to_image": retrieval_metrics(spectrum[test], image[test]),
@@ -244,9 +348,11 @@ def evaluate(
         properties=properties,
         retrieval=retrieval,
         z_test=z_test,
-        z_pred={q: p["redshift"] for q, p in predictions.items()},
+        z_pred={q: predictions[q]["redshift"] for q in KNN_QUERY_TYPES},
         pca=pca_projection(image, spectrum, z),
         examples=retrieval_examples(targetid, z, image, spectrum, test),
+        baselines=fits,
+        definitions=definitions,
     )
 
 

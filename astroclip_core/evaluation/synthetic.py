@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from astroclip_core.evaluation.images import GalaxyImages
 from astroclip_core.formats.desi import WAVELENGTH
 from astroclip_core.tables.schemas import IMAGE_SIZE_PIX, embeddings_schema, encode_blob
 from astroclip_core.tables.splits import split_of
@@ -94,6 +95,22 @@ def synthetic_truth(embeddings: pa.Table) -> pa.Table:
             "metallicity": 0.02 - 0.008 * z,
         }
     )
+
+
+def synthetic_galaxy_images(
+    embeddings: pa.Table, size_pix: int = 32, seed: int = 3
+) -> GalaxyImages:
+    """Small g,r,z images (N, 3, size, size) in nanomaggies whose size, colour and brightness
+    follow z (so a CNN can learn z from them), plus Gaussian sky noise; for fast CNN tests."""
+    rng = np.random.default_rng(seed)
+    z = embeddings.column("z").to_numpy()[:, None, None, None]  # (N, 1, 1, 1)
+    yy, xx = np.mgrid[:size_pix, :size_pix] - (size_pix - 1) / 2.0  # (S, S) px from centre
+    radius_pix = 1.0 + 0.5 * size_pix / (1.0 + 3.0 * z)  # (N, 1, 1, 1) shrinks with z
+    fading = np.array([2.0, 1.5, 1.0])[None, :, None, None]  # g fades fastest: reddens with z
+    peak_nmgy = np.array([0.4, 0.7, 1.0])[None, :, None, None] * np.exp(-fading * z)
+    images = peak_nmgy * np.exp(-np.hypot(xx, yy) / radius_pix)  # (N, 3, S, S)
+    images += rng.normal(0.0, 0.005, images.shape)
+    return GalaxyImages(embeddings.column("targetid").to_numpy(), images.astype(np.float32))
 
 
 def synthetic_pairs_pixels(embeddings: pa.Table, seed: int = 2) -> pa.Table:

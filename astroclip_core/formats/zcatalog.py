@@ -34,7 +34,8 @@ class GalaxySelection:
     Defaults follow DATA_SOURCES.md: SPECTYPE == 'GALAXY', ZWARN == 0, DELTACHI2 > 25
     (DESI's tutorial starting point), OBJTYPE == 'TGT', COADD_FIBERSTATUS == 0, the primary
     flag (ZCAT_PRIMARY, present in every release; SV_PRIMARY for EDR's sv-only primary) so
-    each TARGETID appears once, and z_min <= Z < z_max (AstroCLIP's sample spans ~0-0.6).
+    each TARGETID appears once, and z_min <= Z < z_max. AstroCLIP's sample spans ~0-0.6; z_max 1.6 keeps DESI's ELGs, whose
+    n(z) reaches ~1.6 (where [O II] alone sits in the z arm).
     """
 
     primary_column: str | None = "ZCAT_PRIMARY"
@@ -44,7 +45,7 @@ class GalaxySelection:
     zwarn_zero: bool = True
     deltachi2_min: float | None = 25.0
     z_min: float | None = 0.0
-    z_max: float | None = 1.0
+    z_max: float | None = 1.6
 
     def columns(self) -> list[str]:
         """The ZCATALOG columns these cuts read."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -10,16 +11,29 @@ import pyarrow.compute as pc
 
 from astroclip_core.ingest.catalog import partition_targets
 from astroclip_core.ingest.cutouts import STAGE as CUTOUTS_STAGE
-from astroclip_core.ingest.rawcache import DEFAULT_RAW_CACHE, RawCachePolicy, apply_after_pairs
+from astroclip_core.ingest.partitionlock import partition_lock
+from astroclip_core.ingest.rawcache import (
+    DEFAULT_RAW_CACHE,
+    RawCachePolicy,
+    apply_after_pairs,
+    evict_interim,
+)
 from astroclip_core.ingest.spectra import STAGE as SPECTRA_STAGE
 from astroclip_core.results import CheckOutcome, Figure, MetadataEntry, SmallTable, StepResult
 from astroclip_core.storage import StorageLayout
-from astroclip_core.tables.interim import read_failures, read_interim
+from astroclip_core.tables.interim import interim_version, read_failures, read_interim
 from astroclip_core.tables.pairs import write_pairs
 from astroclip_core.tables.schemas import IMAGE_SHAPE, MATCHES_SCHEMA, PAIRS_SCHEMA, decode_blob
 from astroclip_core.tables.splits import split_of
 
 log = logging.getLogger(__name__)
+
+# The interim tables the pairs table holds again, row for row (evicted after pairs), and how
+# often one is fetched again when it keeps vanishing (runs of the partition on other machines).
+BLOB_STAGES = (SPECTRA_STAGE, CUTOUTS_STAGE)
+REDERIVE_TRIES = 3
+# stage -> a call that runs that step again for the partition (fetch, write interim/<stage>).
+Rederive = Mapping[str, Callable[[], object]]
 
 PAIRS_CHECKS: dict[str, str] = {
     "targetid_unique": "Every targetid appears once.",
@@ -122,25 +136,79 @@ def preview_png(table: pa.Table, n: int = 6) -> bytes | None:
     return render_png(fig, dpi=80)
 
 
+def _read_blob_input(
+    layout: StorageLayout, stage: str, release: str, pixel: int, rederive: Rederive
+) -> tuple[pa.Table, str, bool]:
+    """One of :data:`BLOB_STAGES`' tables as (table, version read, fetched again here?).
+
+    A table evicted after an earlier pairs run is made again by ``rederive[stage]`` (the
+    step's own library call); without one, FileNotFoundError says what to materialize.
+    """
+    rederived = False
+    for _ in range(REDERIVE_TRIES):
+        version = interim_version(layout, stage, release, pixel)
+        if version is not None:
+            try:
+                return read_interim(layout, stage, release, pixel), version, rederived
+            except FileNotFoundError:  # evicted between the two calls (a run elsewhere)
+                pass
+        if stage not in rederive:
+            raise FileNotFoundError(
+                f"{layout.interim_file(release, pixel, stage)} does not exist (never made, or "
+                f"evicted after an earlier pairs run): materialize '{stage}' for "
+                f"{release}-{pixel} first"
+            )
+        log.info("pairs %s-%d: interim %s missing; running %s again", release, pixel, stage, stage)
+        rederive[stage]()
+        rederived = True
+    raise FileNotFoundError(
+        f"{layout.interim_file(release, pixel, stage)} vanished {REDERIVE_TRIES} times after "
+        f"being made again: another run of {release}-{pixel} keeps evicting it"
+    )
+
+
 def assemble_pairs(
-    layout: StorageLayout, release: str, pixel: int, raw_cache: RawCachePolicy | None = None
+    layout: StorageLayout,
+    release: str,
+    pixel: int,
+    raw_cache: RawCachePolicy | None = None,
+    rederive: Rederive | None = None,
 ) -> StepResult:
     """Build, check and write the partition's pairs file (``StorageLayout.pairs_file``).
 
     The result carries the :data:`PAIRS_CHECKS` outcomes; ``failed_objects`` counts matches
     without a pair (their cutout or coadd file could not be had). Then ``raw_cache`` (default
     :data:`~astroclip_core.ingest.rawcache.DEFAULT_RAW_CACHE`) is applied to the raw files of
-    the partition's spectra and cutouts steps, and what it did goes into the metadata
-    (``raw_cache_policy``, ``raw_files_removed``, ``raw_mb_removed``, ...).
+    the partition's spectra and cutouts steps and to their interim tables, and what it did goes
+    into the metadata (``raw_cache_policy``, ``raw_files_removed``, ``interim_removed``, ...).
+
+    An interim spectra or cutouts table that is missing (evicted after an earlier pairs run)
+    is made again by ``rederive[stage]`` before it is read (``interim_rederived`` in the
+    metadata). Read, write and eviction hold :func:`~astroclip_core.ingest.partitionlock.
+    partition_lock`, so two runs of one partition on one machine never evict what the other
+    is about to read.
     """
+    with partition_lock(layout, release, pixel):
+        return _assemble_locked(
+            layout, release, pixel, raw_cache or RawCachePolicy.parse(DEFAULT_RAW_CACHE), rederive
+        )
+
+
+def _assemble_locked(
+    layout: StorageLayout,
+    release: str,
+    pixel: int,
+    raw_cache: RawCachePolicy,
+    rederive: Rederive | None,
+) -> StepResult:
     import json
 
     from astroclip_core import fsio
 
+    blobs = {s: _read_blob_input(layout, s, release, pixel, rederive or {}) for s in BLOB_STAGES}
+    spectra, cutouts = blobs[SPECTRA_STAGE][0], blobs[CUTOUTS_STAGE][0]
     targets = partition_targets(layout, release, pixel)
     matches = read_interim(layout, "matches", release, pixel)
-    spectra = read_interim(layout, "spectra", release, pixel)
-    cutouts = read_interim(layout, "cutouts", release, pixel)
     table = build_pairs_table(targets, matches, spectra, cutouts, pixel)
     written = write_pairs(layout, release, pixel, table)
     selection = json.loads(fsio.read_bytes(layout.catalog_report(release)))["selection"]
@@ -177,15 +245,14 @@ def assemble_pairs(
     preview = preview_png(table)
     if preview is not None:
         metadata["sample_pairs"] = Figure(preview, "sample pairs")
-    raw = apply_after_pairs(
-        layout,
-        raw_cache or RawCachePolicy.parse(DEFAULT_RAW_CACHE),
-        release,
-        pixel,
-        (SPECTRA_STAGE, CUTOUTS_STAGE),
-        pairs_ok=all(c.passed for c in checks),
-    )
+    pairs_ok = all(c.passed for c in checks)
+    raw = apply_after_pairs(layout, raw_cache, release, pixel, BLOB_STAGES, pairs_ok)
     metadata.update(raw.metadata())
+    versions = {stage: version for stage, (_, version, _) in blobs.items()}
+    interim = evict_interim(layout, raw_cache, release, pixel, versions, pairs_ok)
+    metadata.update(interim.metadata())
+    again = [s for s, (*_, rederived) in blobs.items() if rederived]
+    metadata["interim_rederived"] = ", ".join(again) or "none"
     return StepResult(
         outputs={"path": written.path},
         rows=written.n_rows,

@@ -1,23 +1,37 @@
-"""How much of the raw download cache (``raw/`` under the data root) a run keeps.
+"""How much of a partition's downloads (``raw/``) and their decoded copies (``interim/``) a run
+keeps once its pairs are written.
 
 Every file under ``raw/`` is a copy of a remote file and can be fetched again; once a
-partition's pairs are written, its images and spectra live in the pairs table (and in
-``interim/``), so its raw files are only worth their disk if they will be read again.
-:class:`RawCachePolicy` says what to do, applied by :func:`apply_after_pairs` once a
-partition's pairs are written and checked:
+partition's pairs are written, its images and spectra live in the pairs table, so its raw files
+are only worth their disk if they will be read again. The same holds for the partition's
+interim ``spectra`` and ``cutouts`` tables: they are the decoded arrays that the pairs table
+holds again, row for row, so keeping them doubles the disk of every pair.
+:class:`RawCachePolicy` says what to do, applied by :func:`apply_after_pairs` (raw files) and
+:func:`evict_interim` (interim tables) once a partition's pairs are written and checked:
 
-- ``keep``: keep everything (a re-run of any step reads the cache, no request is made).
+- ``keep``: keep everything (a re-run of any step reads the cache and ``interim/``, no
+  request is made).
 - ``evict`` (the default): delete the raw files the partition alone read, listed by its
   fetching steps with :func:`record_raw_files`: its coadd files (a coadd's nside-64 pixel lies
   inside one nside-16 partition), its cutouts and its image bricks (a brick on a partition
   border is then fetched again by the neighbour that needs it: a few border bricks, against
   ~14 MB per band per brick kept for ever). Files that neighbouring partitions read far more
   (the sweep catalogues, one per 10x5 degree box; the brick index) are recorded as *shared*
-  and kept; bound them with a size cap. A re-run of ``spectra`` or ``cutouts`` fetches the evicted files again (the
-  failures table records any that cannot be had); ``pairs`` reads ``interim/`` and needs none.
+  and kept; bound them with a size cap. The partition's interim ``spectra`` and ``cutouts``
+  tables are deleted too (``sources`` and ``matches``, small, are kept). A re-run of
+  ``spectra`` or ``cutouts`` fetches the evicted files again (the failures table records any
+  that cannot be had); a re-run of ``pairs`` alone finds its evicted inputs gone and fetches
+  them again first, as a re-run of those steps would.
 - ``<N>gb`` (e.g. ``2gb``, ``0.5gb``): after each partition, delete the least recently used
   files of the whole raw cache (oldest modification time first; a cache hit of a local file
-  renews it, see :func:`astroclip_core.sources.fetch.fetch_file`) until it holds at most N GB.
+  renews it, see :func:`astroclip_core.sources.fetch.fetch_file`) until it holds at most N GB;
+  the partition's interim ``spectra`` and ``cutouts`` go as under ``evict`` (a re-run of
+  ``pairs`` rebuilds them from the raw files the cap kept, when it kept them).
+
+Nothing is deleted under ``evict`` when a pairs check failed (a cap still applies to the raw
+cache): the files are then what a re-run needs. An interim table is deleted only while it is
+the version the pairs step read (:func:`astroclip_core.tables.interim.remove_interim`), so a
+concurrent run's newer table survives.
 
 The same default holds for the sample sky as for a real archive: its loopback server answers
 any file again at disk speed, so the raw cache saves no time and costs 2.4 GB for the default
@@ -37,6 +51,7 @@ from pathlib import Path
 
 from astroclip_core import fsio
 from astroclip_core.storage import StorageLayout
+from astroclip_core.tables.interim import remove_interim
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +124,23 @@ class RawCacheOutcome:
         if self.cache_bytes_after is not None:
             out["raw_cache_mb_after"] = round(self.cache_bytes_after / 1e6, 1)
         return out
+
+
+@dataclass(frozen=True)
+class InterimOutcome:
+    """What :func:`evict_interim` did: the interim tables and bytes deleted, and why."""
+
+    tables_removed: tuple[str, ...]
+    bytes_removed: int
+    note: str
+
+    def metadata(self) -> dict[str, object]:
+        """Flat metadata entries for the pairs step."""
+        return {
+            "interim_removed": ", ".join(self.tables_removed) or "none",
+            "interim_mb_removed": round(self.bytes_removed / 1e6, 1),
+            "interim_note": self.note,
+        }
 
 
 def record_raw_files(
@@ -268,14 +300,48 @@ def apply_after_pairs(
     )
 
 
+def evict_interim(
+    layout: StorageLayout,
+    policy: RawCachePolicy,
+    release: str,
+    pixel: int,
+    read_versions: dict[str, str],
+    pairs_ok: bool,
+) -> InterimOutcome:
+    """Delete the partition's interim tables that its pairs now hold, unless ``policy`` keeps them.
+
+    ``read_versions``: stage -> :func:`~astroclip_core.tables.interim.interim_version` of the
+    table the pairs step read; a table rewritten since (a concurrent run of its step) is left.
+    ``keep`` deletes nothing, nor does any policy when a pairs check failed (``pairs_ok``).
+    """
+    if policy.mode == KEEP:
+        return InterimOutcome((), 0, "kept: raw cache policy keep")
+    if not pairs_ok:
+        return InterimOutcome((), 0, "kept: a pairs check failed")
+    removed, size = [], 0
+    for stage, version in sorted(read_versions.items()):
+        nbytes = remove_interim(layout, stage, release, pixel, version)
+        if nbytes:
+            removed.append(stage)
+            size += nbytes
+    left = sorted(set(read_versions) - set(removed))
+    note = "deleted the tables the pairs hold again"
+    if left:
+        note += f"; {', '.join(left)} rewritten since read (or gone): left"
+    log.info("interim %s-%d: evicted %s (%.1f MB)", release, pixel, removed, size / 1e6)
+    return InterimOutcome(tuple(removed), size, note)
+
+
 __all__ = [
     "DEFAULT_RAW_CACHE",
     "RAW_CACHE_ENV",
+    "InterimOutcome",
     "RawCacheOutcome",
     "RawCachePolicy",
     "apply_after_pairs",
     "cache_files",
     "enforce_cap",
+    "evict_interim",
     "evict_partition",
     "record_raw_files",
 ]

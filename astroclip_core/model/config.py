@@ -113,8 +113,16 @@ class SpectrumEncoderConfig:
     line_scan_n_z: int = 0
     line_scan_lnz_max: float = LINE_SCAN_LNZ_MAX
     line_scan_tokens: int = 0
+    # The statistics token's input, (log std, mean / std) of the valid pixels: "full" keeps it;
+    # "none" zeroes it, so the encoder sees only the standardised shape and not the flux level
+    # or the continuum's S/N. Those cues track redshift in the flux-limited sample sky but not
+    # in another survey's selection (issue 16 §4: a real LRG's predicted z followed its
+    # assumed brightness); the spectrum's noise itself still shows S/N.
+    stats_token: str = "full"
 
     def __post_init__(self) -> None:
+        if self.stats_token not in ("full", "none"):
+            raise ValueError(f"stats_token must be 'full' or 'none', got {self.stats_token!r}")
         if self.position not in ("learned", "loglambda"):
             raise ValueError(f"position must be 'learned' or 'loglambda', got {self.position!r}")
         if self.grid not in ("linear", "loglambda"):

@@ -143,6 +143,8 @@ class SpectrumEncoder(nn.Module):
                 f"got {tuple(flux.shape)} and {tuple(valid.shape)}"
             )
         x, stats = standardise(flux.float(), valid)
+        if cfg.stats_token == "none":
+            stats = torch.zeros_like(stats)  # (B, 2): no flux level, no continuum S/N
         scan_tokens = None
         if cfg.line_scan_tokens:
             groups = (x @ self.line_scan_kernels).view(len(x), cfg.line_scan_tokens, -1)

@@ -23,6 +23,7 @@ from astroclip_core.samplesky.render import fibre_fraction
 from astroclip_core.samplesky.sky import (
     DECOY_GALAXY_KINDS,
     OBJID_PIXEL_STRIDE,
+    STRUCTURE_FIELDS,
     PixelSky,
     Sources,
     Targets,
@@ -148,6 +149,10 @@ def build_pixel_sky(cfg: SampleSkyConfig, pixel: int) -> PixelSky:
     has_bulge = g_morph[0] != "PSF"
     bulge_flux[gal_slice[has_bulge]] = all_gal.bulge_flux_nmgy[has_bulge]
     bulge_r[gal_slice[has_bulge]] = all_gal.bulge_r_arcsec[has_bulge]
+    # Their disc structure (clumps, arms, bars), carried like the bulges.
+    structure = {k: np.zeros((n_sources, *getattr(all_gal, k).shape[1:])) for k in STRUCTURE_FIELDS}
+    for k, arr in structure.items():
+        arr[gal_slice[has_bulge]] = getattr(all_gal, k)[has_bulge]
     flux[point_slice] = np.r_[stars.flux_nmgy, qsos.flux_nmgy, field.flux_nmgy]
 
     # Positions: targets uniform, then the traps, then sources jittered 0.1-0.3" from targets.
@@ -190,7 +195,9 @@ def build_pixel_sky(cfg: SampleSkyConfig, pixel: int) -> PixelSky:
     ebv = ebv_at(s_ra, s_dec)
     mw = mw_transmission(ebv, photsys)
     flux_obs = flux * mw
-    fibre = fibre_fraction(mtype, cols["sersic"], cols["radius"])
+    # The fibre sees the circularised profile: SHAPE_R is the major axis (Tractor), sqrt(q) it.
+    ell = np.hypot(cols["e1"], cols["e2"])
+    fibre = fibre_fraction(mtype, cols["sersic"], cols["radius"] * np.sqrt((1 - ell) / (1 + ell)))
     keep = np.ones(n_sources, dtype=bool)
     keep[no_image] = False
     sources = Sources(
@@ -210,6 +217,7 @@ def build_pixel_sky(cfg: SampleSkyConfig, pixel: int) -> PixelSky:
         fibre_fraction=fibre[keep],
         bulge_flux_nmgy=(bulge_flux * mw)[keep],
         bulge_r_arcsec=bulge_r[keep],
+        **{k: (v * mw if k == "knot_flux_nmgy" else v)[keep] for k, v in structure.items()},
     )
     new_index = np.cumsum(keep) - 1
     targets = _targets(
@@ -320,4 +328,5 @@ def _targets(
         e1=np.r_[morph[3], np.zeros(n_sky)],
         e2=np.r_[morph[4], np.zeros(n_sky)],
         photsys=photsys,
+        line_flux=np.r_[all_gal.line_flux[:n_g], np.zeros((n - n_g, all_gal.line_flux.shape[1]))],
     )

@@ -8,9 +8,12 @@ the windows a stamp needs) agrees bit for bit with a client that downloads whole
   on a square stamp of its own, 2h+1 pixels with h = ceil((TRUNCATION_RADII * r + 6") /
   0.262"), centred on the brick pixel nearest to it, with the brick's PSF. The stamp depends
   only on the source and the brick, never on the window; a window adds the part of each stamp
-  it overlaps, in sweep-row order (disc before bulge), in float32.
-- **Noise:** per fixed 50x50 tile of the brick, seeded from (seed, BRICKID, band, tile),
-  at the brick's depth.
+  it overlaps, in sweep-row order (disc before bulge), in float32. A star-forming disc's
+  clumps and arm knots (seeded from (seed, BRICKID, OBJID)) are drawn on the same stamp.
+- **Field:** then the faint stars and galaxies of :mod:`astroclip_core.samplesky.field` (not in
+  the sweep), the same way, in (BRICKID, cell, source) order.
+- **Noise:** per fixed 50x50 tile of the brick, seeded from (seed, BRICKID, band, tile), with
+  the pixel sigma that gives the brick's PSFDEPTH for its PSF (sigma_psf / sqrt(noise area)).
 - **Footprint:** a pixel whose centre lies outside the sky's nside-16 pixels is exactly 0.
 - **Quantised:** values are rounded to multiples of :data:`QUANTUM_NMGY` (2**-12 nanomaggies),
   so the Rice-compressed ``.fits.fz`` file holds exactly these floats.
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import galsim
 import numpy as np
+from scipy.signal import fftconvolve
 
 from astroclip_core.formats.legacysurvey_bricks import (
     brick_image_header,
@@ -39,9 +43,26 @@ from astroclip_core.formats.legacysurvey_bricks import (
     write_region_bricks,
     write_survey_bricks,
 )
+from astroclip_core.samplesky.field import (
+    CELLS_PER_SIDE,
+    cell_of,
+    field_cell,
+    max_galaxy_radius_arcsec,
+)
 from astroclip_core.samplesky.generate import legacysurvey_root
 from astroclip_core.samplesky.ids import brick_conditions, brick_table, ebv_at
-from astroclip_core.samplesky.render import GSPARAMS, TRUNCATION_RADII, galaxy_profile, psf_profile
+from astroclip_core.samplesky.render import (
+    GSPARAMS,
+    TRUNCATION_RADII,
+    Blobs,
+    DiscStructure,
+    draw_blobs,
+    galaxy_profile,
+    psf_noise_area_pix,
+    psf_profile,
+    sersic_index,
+    structured_disc,
+)
 from astroclip_core.sky.bricks import (
     BRICK_CRPIX,
     BRICK_PIXSCALE_ARCSEC,
@@ -125,9 +146,8 @@ class BrickSky:
         )
         fwhm, depth = cond.psf_fwhm_arcsec[0], cond.psfdepth_mag[0]
         sigma_psf = 10 ** ((22.5 - depth) / 2.5) / 5.0
-        # PSF flux error = pixel sigma * sqrt(effective area), area = 4 pi sigma_psf^2 (pixels).
-        n_eff = 4 * np.pi * (fwhm / 2.3548 / BRICK_PIXSCALE_ARCSEC) ** 2
-        return fwhm, sigma_psf / np.sqrt(n_eff)
+        # PSF flux error = pixel sigma * sqrt(noise-equivalent area of the rendered PSF).
+        return fwhm, sigma_psf / np.sqrt(psf_noise_area_pix(fwhm, BRICK_PIXSCALE_ARCSEC))
 
     def window(
         self, row: int, win: BrickWindow, bands: str = "grz", noise: bool = True
@@ -137,7 +157,9 @@ class BrickSky:
             return None
         fwhm, sigma = self._conditions(row)
         out = np.zeros((len(bands), *win.shape), dtype=np.float32)
-        self._add_sources(out, row, win, bands, fwhm)
+        psfs = [psf_profile(float(fwhm[BAND_INDEX[b]])) for b in bands]
+        self._add_sources(out, row, win, bands, psfs)
+        self._add_field(out, row, win, bands, psfs)
         if noise:
             self._add_noise(out, row, win, bands, sigma)
         out *= self._covered(row, win)
@@ -146,9 +168,9 @@ class BrickSky:
         return np.round(out / quantum) * quantum
 
     def _add_sources(
-        self, out: np.ndarray, row: int, win: BrickWindow, bands: str, fwhm: np.ndarray
+        self, out: np.ndarray, row: int, win: BrickWindow, bands: str, psfs: list[galsim.GSObject]
     ) -> None:
-        """Add every source stamp overlapping ``win`` (module docstring) to ``out``."""
+        """Add every sweep source's stamp overlapping ``win`` (module docstring) to ``out``."""
         cat = self.renderer.catalog()
         cy, cx = (win.y0 + win.y1 - 1) / 2.0 + 1, (win.x0 + win.x1 - 1) / 2.0 + 1
         c = self.columns
@@ -168,19 +190,108 @@ class BrickSky:
         band_idx = [BAND_INDEX[b] for b in bands]
         flux = self.renderer.true_flux(near)[:, band_idx]
         bulge_flux = cat["bulge_flux"][near][:, band_idx]
+        knot_flux = cat["knot_flux"][near][:, band_idx]
         u, v = brick_pixel_of(self.index, row, cat["ra"][near], cat["dec"][near])
-        psfs = [psf_profile(float(fwhm[b])) for b in band_idx]
         for k, src in enumerate(near):
-            components = [
-                (str(cat["type"][src]), float(cat["sersic"][src]), float(cat["shape_r"][src]),
-                 float(cat["shape_e1"][src]), float(cat["shape_e2"][src]), flux[k] - bulge_flux[k]),
-            ]  # fmt: skip
-            if cat["bulge_r"][src] > 0:
-                components.append(("DEV", 4.0, float(cat["bulge_r"][src]), 0.0, 0.0, bulge_flux[k]))
-            for morph, n, r, e1, e2, fluxes in components:
-                if _overlap(win, u[k], v[k], stamp_half_pix(r)) is not None:
-                    profile = galaxy_profile(morph, n, r, e1, e2)
-                    _add_stamp(out, win, u[k], v[k], profile, r, fluxes, psfs)
+            r = float(cat["shape_r"][src])
+            if _overlap(win, u[k], v[k], stamp_half_pix(r)) is not None:
+                profiles, blobs = self._disc_profiles(src, flux[k] - bulge_flux[k], knot_flux[k])
+                _add_stamp(out, win, u[k], v[k], profiles, r, psfs, blobs)
+            bulge_r = float(cat["bulge_r"][src])
+            if bulge_r > 0 and _overlap(win, u[k], v[k], stamp_half_pix(bulge_r)) is not None:
+                bulge = galaxy_profile("DEV", 4.0, bulge_r, 0.0, 0.0)
+                _add_stamp(out, win, u[k], v[k], [bulge.withFlux(float(f)) for f in bulge_flux[k]],
+                           bulge_r, psfs)  # fmt: skip
+
+    def _disc_profiles(
+        self, src: int, nonbulge_flux: np.ndarray, knot_flux: np.ndarray
+    ) -> tuple[list[galsim.GSObject | None], Blobs | None]:
+        """Per band, the unconvolved profile of sweep source ``src`` less its bulge (the
+        catalogue's smooth profile, or the disc with its bar), and its clumps and arm knots.
+
+        ``nonbulge_flux`` (nbands,): the source's flux less the bulge's, clumps included.
+        """
+        cat = self.renderer.catalog()
+        morph, r = str(cat["type"][src]), float(cat["shape_r"][src])
+        e1, e2 = float(cat["shape_e1"][src]), float(cat["shape_e2"][src])
+        structure = DiscStructure(
+            n_knots=int(cat["n_knots"][src]),
+            arm_flux_frac=float(cat["arm_flux_frac"][src]),
+            n_arms=int(cat["n_arms"][src]),
+            arm_pitch_deg=float(cat["arm_pitch_deg"][src]),
+            bar_flux_frac=float(cat["bar_flux_frac"][src]),
+            bar_r_frac=float(cat["bar_r_frac"][src]),
+            bar_axis_ratio=float(cat["bar_axis_ratio"][src]),
+            bar_angle_rad=float(cat["bar_angle_rad"][src]),
+            seed=_source_seed(self.seed, int(cat["brickid"][src]), int(cat["objid"][src])),
+        )
+        if morph == "PSF" or r <= 0 or structure.is_smooth:
+            profile = galaxy_profile(morph, float(cat["sersic"][src]), r, e1, e2)
+            return [profile.withFlux(float(f)) for f in nonbulge_flux], None
+        if morph == "REX":
+            e1 = e2 = 0.0
+        n = sersic_index(morph, float(cat["sersic"][src]))
+        return structured_disc(n, r, e1, e2, nonbulge_flux - knot_flux, knot_flux, structure)
+
+    def _add_field(
+        self,
+        out: np.ndarray,
+        row: int,
+        win: BrickWindow,
+        bands: str,
+        psfs: list[galsim.GSObject],
+    ) -> None:
+        """Add the faint field (:mod:`astroclip_core.samplesky.field`) reaching ``win``.
+
+        Cells are found by sampling the window, grown by the farthest field stamp, every
+        ``step`` pixels (less than a cell's side), and added in (BRICKID, cell) order.
+        """
+        c = self.columns
+        photsys = "N" if self.region(row) == "north" else "S"
+        reach = stamp_half_pix(max_galaxy_radius_arcsec(self.seed, photsys)) + 2
+        step = BRICK_SIZE_PIX // CELLS_PER_SIDE // 3
+        xs = np.arange(win.x0 - reach, win.x1 + reach + step, step, dtype=np.float64)
+        ys = np.arange(win.y0 - reach, win.y1 + reach + step, step, dtype=np.float64)
+        gx, gy = (a.ravel() for a in np.meshgrid(xs, ys))
+        ra, dec = tan_pixel_to_sky(
+            gx + 1, gy + 1, c["RA"][row], c["DEC"][row], BRICK_CRPIX, BRICK_CRPIX,
+            BRICK_PIXSCALE_ARCSEC,
+        )  # fmt: skip
+        owners = self.index.owners(ra, dec)
+        keys: set[tuple[int, int, int, int]] = set()
+        for owner in np.unique(owners[owners >= 0]):
+            sel = owners == owner
+            bounds = self._bounds(int(owner))
+            i, j = cell_of(*bounds, ra[sel], dec[sel])
+            keys |= {
+                (int(c["BRICKID"][owner]), int(owner), int(a), int(b))
+                for a, b in zip(i, j, strict=True)
+            }
+        for brickid, owner, i, j in sorted(keys):
+            cell = field_cell(self.seed, photsys, brickid, self._bounds(owner), i, j)
+            if len(cell) == 0:
+                continue
+            u, v = brick_pixel_of(self.index, row, cell.ra_deg, cell.dec_deg)
+            half = np.ceil(
+                (TRUNCATION_RADII * cell.shape_r_arcsec + PSF_MARGIN_ARCSEC) / BRICK_PIXSCALE_ARCSEC
+            )
+            cu, cv = np.round(u), np.round(v)
+            hit = (cu - half < win.x1) & (cu + half >= win.x0)
+            hit &= (cv - half < win.y1) & (cv + half >= win.y0)
+            for k in np.flatnonzero(hit):
+                morph = "PSF" if cell.shape_r_arcsec[k] <= 0 else "SER"
+                r = float(cell.shape_r_arcsec[k])
+                profile = galaxy_profile(
+                    morph, float(cell.sersic_n[k]), r, float(cell.e1[k]), float(cell.e2[k])
+                )
+                fluxes = cell.flux_nmgy[k, [BAND_INDEX[b] for b in bands]]
+                _add_stamp(out, win, u[k], v[k], [profile.withFlux(float(f)) for f in fluxes],
+                           r, psfs)  # fmt: skip
+
+    def _bounds(self, row: int) -> tuple[float, float, float, float]:
+        """(RA1, RA2, DEC1, DEC2) of brick ``row``: its unique area."""
+        c = self.columns
+        return tuple(float(c[k][row]) for k in ("RA1", "RA2", "DEC1", "DEC2"))  # type: ignore[return-value]
 
     @cached_property
     def _max_reach_arcsec(self) -> float:
@@ -366,17 +477,27 @@ def stamp_half_pix(radius_arcsec: float) -> int:
     )
 
 
+def _source_seed(seed: int, brickid: int, objid: int) -> int:
+    """Seed of a source's disc structure (where its clumps and arm knots lie)."""
+    digest = hashlib.sha256(f"{seed}|{brickid}|{objid}|disc".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
 def _add_stamp(
     out: np.ndarray,
     win: BrickWindow,
     u: float,
     v: float,
-    profile: galsim.GSObject,
+    profiles: list[galsim.GSObject | None],
     radius_arcsec: float,
-    fluxes: np.ndarray,
     psfs: list[galsim.GSObject],
+    blobs: Blobs | None = None,
 ) -> None:
-    """Draw one source at brick array position (u, v) on its own stamp; add the overlap."""
+    """Draw one source at brick array position (u, v) on its own stamp; add the overlap.
+
+    ``profiles``: per band, the unconvolved profile with its flux (None or zero flux: none).
+    ``blobs``: clumps and arm knots, drawn directly and convolved with the PSF image.
+    """
     h = stamp_half_pix(radius_arcsec)
     cu, cv = int(np.round(u)), int(np.round(v))
     bounds = _overlap(win, u, v, h)
@@ -385,18 +506,42 @@ def _add_stamp(
     x0, x1, y0, y1 = bounds
     # Local FITS coordinates of the source on the stamp (pixel 1 is array index cu - h).
     centre = galsim.PositionD(float(u - (cu - h) + 1), float(v - (cv - h) + 1))
+    size = 2 * h + 1
+    blob_images = (
+        draw_blobs(blobs, centre.x - 1, centre.y - 1, (size, size), BRICK_PIXSCALE_ARCSEC)
+        if blobs is not None and len(blobs)
+        else None
+    )  # (nbands, size, size) or None
     for b, psf in enumerate(psfs):
-        flux = float(fluxes[b])
-        if flux == 0.0:
+        profile = profiles[b]
+        image = galsim.ImageF(size, size, scale=BRICK_PIXSCALE_ARCSEC)
+        if profile is not None and profile.flux != 0.0:
+            galsim.Convolve(profile, psf, gsparams=GSPARAMS).drawImage(image=image, center=centre)
+        elif blob_images is None:
             continue
-        image = galsim.ImageF(2 * h + 1, 2 * h + 1, scale=BRICK_PIXSCALE_ARCSEC)
-        galsim.Convolve(profile, psf, gsparams=GSPARAMS).withFlux(flux).drawImage(
-            image=image, center=centre
-        )
         stamp = image.array  # (2h+1, 2h+1), [y, x]
+        if blob_images is not None:
+            stamp += fftconvolve(blob_images[b], _psf_image(psf), mode="same").astype(np.float32)
         out[b, y0 - win.y0 : y1 - win.y0, x0 - win.x0 : x1 - win.x0] += stamp[
             y0 - (cv - h) : y1 - (cv - h), x0 - (cu - h) : x1 - (cu - h)
         ]
+
+
+def _psf_image(psf: galsim.GSObject) -> np.ndarray:
+    """The PSF drawn on a (2m+1)^2 pixel grid, m = PSF_MARGIN_ARCSEC, for the blobs."""
+    key = float(psf.fwhm)
+    with _PSF_IMAGES_GUARD:
+        if key in _PSF_IMAGES:
+            return _PSF_IMAGES[key]
+    m = int(math.ceil(PSF_MARGIN_ARCSEC / BRICK_PIXSCALE_ARCSEC))
+    image = psf.drawImage(nx=2 * m + 1, ny=2 * m + 1, scale=BRICK_PIXSCALE_ARCSEC).array
+    with _PSF_IMAGES_GUARD:
+        _PSF_IMAGES[key] = image.astype(np.float64)
+        return _PSF_IMAGES[key]
+
+
+_PSF_IMAGES: dict[float, np.ndarray] = {}
+_PSF_IMAGES_GUARD = threading.Lock()
 
 
 def _overlap(win: BrickWindow, u: float, v: float, h: int) -> tuple[int, int, int, int] | None:

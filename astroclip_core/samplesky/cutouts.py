@@ -27,6 +27,7 @@ from astroclip_core.samplesky.bricks import BrickSky
 from astroclip_core.samplesky.catalogs import catalogue_flux_noise
 from astroclip_core.samplesky.generate import bulges_path, legacysurvey_root, read_manifest
 from astroclip_core.samplesky.ids import source_key
+from astroclip_core.samplesky.sky import STRUCTURE_FIELDS
 from astroclip_core.sky.bricks import plan_stamp, stamp_from_bricks
 from astroclip_core.sky.tan import tan_pixel_to_sky
 
@@ -164,12 +165,15 @@ class CutoutRenderer:
 
 
 def _bulges_for(root: Path, cat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``bulge_flux`` (N, 3) and ``bulge_r`` (N,) aligned with the sweep rows ``cat``.
+    """``bulge_flux`` (N, 3), ``bulge_r`` (N,), ``knot_flux`` (N, 3) and the other disc
+    structure columns (sky.STRUCTURE_FIELDS, (N,)) aligned with the sweep rows ``cat``.
 
-    A sky generated before bulges existed has no bulges file: every source is then one profile.
+    A sky generated before bulges existed has no bulges file: every source is then one profile;
+    one generated before disc structure existed has smooth discs.
     """
     n = cat["ra"].size
-    out = {"bulge_flux": np.zeros((n, 3)), "bulge_r": np.zeros(n)}
+    out = {"bulge_flux": np.zeros((n, 3)), "bulge_r": np.zeros(n), "knot_flux": np.zeros((n, 3))}
+    out |= {k: np.zeros(n) for k in STRUCTURE_FIELDS if k != "knot_flux_nmgy"}
     path = bulges_path(root)
     if not path.exists():
         return out
@@ -185,4 +189,11 @@ def _bulges_for(root: Path, cat: dict[str, np.ndarray]) -> dict[str, np.ndarray]
         raise ValueError(f"{path}: {int((~found).sum())} bulges name no sweep source")
     out["bulge_flux"][rows] = np.column_stack([table[f"bulge_flux_{b}"].to_numpy() for b in "grz"])
     out["bulge_r"][rows] = table["bulge_r_arcsec"].to_numpy()
+    if "knot_flux_g" in table.column_names:
+        out["knot_flux"][rows] = np.column_stack(
+            [table[f"knot_flux_{b}"].to_numpy() for b in "grz"]
+        )
+        for k in STRUCTURE_FIELDS:
+            if k != "knot_flux_nmgy":
+                out[k][rows] = table[k].to_numpy()
     return out

@@ -45,14 +45,15 @@ from astroclip_core.samplesky.catalogs import (
 )
 from astroclip_core.samplesky.config import DecoyRates, ReleaseFootprint, SampleSkyConfig
 from astroclip_core.samplesky.ids import source_key
-from astroclip_core.samplesky.sky import PixelSky
+from astroclip_core.samplesky.sky import STRUCTURE_FIELDS, PixelSky
 from astroclip_core.samplesky.spectra import model_spectrum, observe
 from astroclip_core.sources import layout
 
 MANIFEST_NAME = "samplesky.json"
 # Bump when the generator writes different data for the same config, so that a sky written by
-# older code is not silently reused (3: spectral noise calibrated on the real EDR coadd).
-GENERATOR_VERSION = 3
+# older code is not silently reused (3: spectral noise calibrated on the real EDR coadd;
+# 4: galaxy sizes, disc structure and DR9 depths and seeing of issue 16).
+GENERATOR_VERSION = 4
 TILEPIX_COLUMNS = {"HEALPIX": ">i4", "SURVEY": "S7", "PROGRAM": "S6", "TILEID": ">i4"}
 GALAXY_KINDS = ("galaxy", "zwarn", "low_deltachi2", "bad_fiberstatus")
 
@@ -97,9 +98,11 @@ def truth_path(root: Path, release: str) -> Path:
 def bulges_path(root: Path) -> Path:
     """``<root>/render/bulges.parquet``: the bulge of each imaging source that has one.
 
-    Not served: a sweep row describes a source by one profile, as Tractor does, so the cutout
-    renderer reads the bulge/disc split from here. Columns: brickid, objid (the sweep key),
-    bulge_flux_g/r/z (observed nanomaggies, part of the sweep's true flux), bulge_r_arcsec.
+    Not served: a sweep row describes a source by one smooth profile, as Tractor does, so the
+    cutout renderer reads the bulge/disc split and the disc structure from here. Columns:
+    brickid, objid (the sweep key), bulge_flux_g/r/z (observed nanomaggies, part of the
+    sweep's true flux), bulge_r_arcsec, knot_flux_g/r/z (observed nanomaggies, also part of
+    it) and the other sky.STRUCTURE_FIELDS (population.Galaxies documents them).
     """
     return root / "render" / "bulges.parquet"
 
@@ -119,6 +122,15 @@ def write_bulges(root: Path, skies: dict[int, PixelSky]) -> None:
                     for i, b in enumerate("grz")
                 },
                 "bulge_r_arcsec": src.bulge_r_arcsec[has].astype(np.float32),
+                **{
+                    f"knot_flux_{b}": src.knot_flux_nmgy[has, i].astype(np.float32)
+                    for i, b in enumerate("grz")
+                },
+                **{
+                    k: getattr(src, k)[has].astype(np.int16 if k.startswith("n_") else np.float32)
+                    for k in STRUCTURE_FIELDS
+                    if k != "knot_flux_nmgy"
+                },
             }
         )
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

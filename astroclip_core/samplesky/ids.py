@@ -109,17 +109,29 @@ class BrickConditions:
     nobs: np.ndarray
 
 
+# Median coadd PSF FWHM (arcsec) and 5-sigma PSF depth (AB) per band g, r, z. South: DECaLS
+# seeing g ~1.5", r ~1.3", z ~1.2" and depths 24.7 / 23.9 / 23.0 (Dey et al. 2019; NOIRLab
+# Astro Data Lab's DECaLS DR9 page). North: BASS g, r to 24.4 / 23.9 and MzLS z to 23.0 (Data
+# Lab's BASS and MzLS pages), with BASS's poorer and MzLS's better seeing (Dey et al. 2019).
+PSF_FWHM_ARCSEC = {"S": (1.5, 1.3, 1.2), "N": (1.7, 1.5, 1.1)}
+PSF_DEPTH_MAG = {"S": (24.7, 23.9, 23.0), "N": (24.4, 23.9, 23.0)}
+
+
 def brick_conditions(seed: int, brickid: np.ndarray, photsys: np.ndarray) -> BrickConditions:
-    """Seeing and depth of each brick, drawn from (seed, brickid): 1.0-1.6 arcsec, DR9 depths."""
+    """Seeing and depth of each brick, drawn from (seed, brickid) about the DR9 medians.
+
+    FWHM within +-15% of :data:`PSF_FWHM_ARCSEC` (one seeing factor for the three bands), depth
+    within +-0.25 mag of :data:`PSF_DEPTH_MAG`, independent of the seeing (the surveys
+    lengthened exposures in poor seeing to keep the depth uniform, Dey et al. 2019).
+    """
     brickid = np.asarray(brickid)
     u_seeing = hash_uniform(seed, brickid, 1)
     u_depth = hash_uniform(seed, brickid, 2)
-    fwhm_g = 1.15 + 0.45 * u_seeing
-    # Seeing improves to the red, roughly lambda^-0.2.
-    fwhm = np.column_stack([fwhm_g, 0.95 * fwhm_g, 0.87 * fwhm_g])
-    north = np.asarray(photsys) == b"N"
-    base = np.where(north[:, None], [[23.7, 23.3, 22.9]], [[24.1, 23.5, 22.6]])
-    depth = base + 0.5 * (u_depth[:, None] - 0.5) - 1.2 * (fwhm - 1.3)
+    north = (np.asarray(photsys) == b"N")[:, None]
+    fwhm = np.where(north, [PSF_FWHM_ARCSEC["N"]], [PSF_FWHM_ARCSEC["S"]])
+    fwhm = fwhm * (0.85 + 0.3 * u_seeing)[:, None]
+    base = np.where(north, [PSF_DEPTH_MAG["N"]], [PSF_DEPTH_MAG["S"]])
+    depth = base + 0.5 * (u_depth[:, None] - 0.5)
     nobs = 2 + (4 * hash_uniform(seed, brickid, 3)).astype(np.int16)
     return BrickConditions(fwhm, depth, np.repeat(nobs[:, None], 3, axis=1))
 

@@ -16,7 +16,12 @@ import numpy as np
 import speclite.filters
 from astropy.cosmology import Planck18
 
-from astroclip_core.samplesky.templates import C_KMS, TemplateSet, load_templates
+from astroclip_core.samplesky.templates import (
+    C_KMS,
+    NEBULAR_WAVELENGTH_ANGSTROM,
+    TemplateSet,
+    load_templates,
+)
 
 BANDS = ("g", "r", "z")
 FILTER_NAMES: dict[str, tuple[str, str, str]] = {
@@ -33,6 +38,8 @@ PHOT_WAVELENGTH_ANGSTROM = np.arange(3000.0, 11101.0, 1.0)
 # Redshift grid of the template photometry tables.
 Z_GRID = np.round(np.arange(0.005, 1.6001, 0.0025), 6)
 TEN_PC_MPC = 1e-5
+# The AB zero point as f_lambda * lambda^2: 3631 Jy * c (c in A/s), erg/s/cm^2/A * A^2.
+AB_FLAMBDA_TIMES_LAMBDA2 = 3631e-23 * 2.99792458e18
 
 
 @lru_cache(maxsize=2)
@@ -76,18 +83,17 @@ def rest_continuum(
 
 
 def rest_lines(
-    templates: TemplateSet,
-    coeffs: np.ndarray,
+    line_flux: np.ndarray,
     rest_wavelength_angstrom: np.ndarray,
     sigma_kms: float,
     extra_sigma_rest_angstrom: float = 0.0,
 ) -> np.ndarray:
-    """Emission lines (10-pc f_lambda per rest A): Gaussians of velocity width ``sigma_kms``
-    at the exact vacuum wavelengths, broadened by ``extra_sigma_rest_angstrom`` (e.g. an LSF)."""
+    """Emission lines (10-pc f_lambda per rest A) of fluxes ``line_flux`` (n_lines,), one per
+    :data:`NEBULAR_LINES`: Gaussians of velocity width ``sigma_kms`` at the exact vacuum
+    wavelengths, broadened by ``extra_sigma_rest_angstrom`` (e.g. an LSF)."""
     rest = np.asarray(rest_wavelength_angstrom, dtype=np.float64)
     out = np.zeros_like(rest)
-    line_flux = coeffs @ templates.line_flux  # (n_lines,)
-    for lam, flux in zip(templates.line_wavelength_angstrom, line_flux, strict=True):
+    for lam, flux in zip(NEBULAR_WAVELENGTH_ANGSTROM, line_flux, strict=True):
         if flux <= 0:
             continue
         sigma = float(np.hypot(lam * sigma_kms / C_KMS, extra_sigma_rest_angstrom))
@@ -103,11 +109,14 @@ def rest_sed(
     coeffs: np.ndarray,
     rest_wavelength_angstrom: np.ndarray,
     sigma_kms: float,
+    line_flux: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Continuum + lines (10-pc f_lambda) of a template mix at sorted rest wavelengths."""
-    return rest_continuum(templates, coeffs, rest_wavelength_angstrom) + rest_lines(
-        templates, coeffs, rest_wavelength_angstrom, sigma_kms
-    )
+    """Continuum + lines (10-pc f_lambda) of a template mix at sorted rest wavelengths;
+    continuum only when ``line_flux`` (n_lines,) is None."""
+    cont = rest_continuum(templates, coeffs, rest_wavelength_angstrom)
+    if line_flux is None:
+        return cont
+    return cont + rest_lines(line_flux, rest_wavelength_angstrom, sigma_kms)
 
 
 def observed_sed(
@@ -117,15 +126,36 @@ def observed_sed(
     sigma_kms: float = 80.0,
     ebv: float = 0.0,
     photsys: str = "S",
+    line_flux: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Observed f_lambda (erg/s/cm^2/A) of a galaxy with ``coeffs`` (5,) at redshift ``z``,
-    with Milky Way extinction of ``ebv`` applied."""
+    """Observed f_lambda (erg/s/cm^2/A) of a galaxy with ``coeffs`` (5,) and nebular
+    ``line_flux`` (n_lines,) at redshift ``z``, with Milky Way extinction of ``ebv`` applied."""
     wave = np.asarray(wavelength_angstrom, dtype=np.float64)
-    sed = rest_sed(load_templates(), coeffs, wave / (1 + z), sigma_kms)
+    sed = rest_sed(load_templates(), coeffs, wave / (1 + z), sigma_kms, line_flux)
     sed *= distance_factor(np.array([z]))[0]
     if ebv:
         sed *= 10 ** (-0.4 * ebv * mw_extinction_curve(wave, photsys))
     return sed
+
+
+def line_nanomaggies(line_flux: np.ndarray, z: np.ndarray, photsys: str) -> np.ndarray:
+    """(N, 3) g/r/z nanomaggies (before Milky Way extinction) of the emission lines alone.
+
+    ``line_flux`` (N, n_lines): rest-frame integrated fluxes at 10 pc. A line of observed flux
+    F at lambda_o adds F lambda_o R(lambda_o) / integral(f_AB(lambda) lambda R dlambda) maggies:
+    the same photon-weighted integral speclite applies to the continuum, for a delta function.
+    """
+    line_flux = np.atleast_2d(np.asarray(line_flux, dtype=np.float64))
+    z = np.asarray(z, dtype=np.float64)
+    obs_wave = NEBULAR_WAVELENGTH_ANGSTROM[None, :] * (1 + z[:, None])  # (N, n_lines)
+    # Observed integrated flux = rest flux * (10 pc / D_L)^2 = rest * distance_factor * (1+z).
+    obs_flux = line_flux * (distance_factor(z) * (1 + z))[:, None]
+    out = np.zeros((z.size, 3))
+    for b, flt in enumerate(filters(photsys)):
+        w, resp = flt.wavelength, flt.response
+        norm = np.trapezoid(AB_FLAMBDA_TIMES_LAMBDA2 / w**2 * w * resp, w)
+        out[:, b] = np.sum(obs_flux * obs_wave * np.interp(obs_wave, w, resp, 0, 0), 1) / norm
+    return out * 1e9
 
 
 def ab_nanomaggies(
@@ -141,7 +171,8 @@ def ab_nanomaggies(
 class TemplatePhotometry:
     """g/r/z nanomaggies of one solar mass formed of each template vs redshift.
 
-    ``nanomaggies``: (5, 3, n_z) on ``z_grid``, before Milky Way extinction, lines included.
+    ``nanomaggies``: (5, 3, n_z) on ``z_grid``, before Milky Way extinction, continuum only: each
+    galaxy's emission lines are added by :func:`line_nanomaggies`.
     """
 
     photsys: str
@@ -176,7 +207,7 @@ def template_photometry(photsys: str) -> TemplatePhotometry:
         coeffs = np.zeros(templates.n_templates)
         coeffs[t] = 1.0
         seds = np.stack(
-            [rest_sed(templates, coeffs, wave / (1 + z), 80.0) for z in Z_GRID]
+            [rest_continuum(templates, coeffs, wave / (1 + z)) for z in Z_GRID]
         )  # (n_z, n_wave) at 10 pc
         out[t] = (ab_nanomaggies(seds, wave, photsys) * dist[:, None]).T
     return TemplatePhotometry(photsys=photsys, z_grid=Z_GRID, nanomaggies=out)

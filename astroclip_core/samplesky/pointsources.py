@@ -112,18 +112,33 @@ class PointSources:
         return int(self.kind.size)
 
 
-def draw_stars(
-    rng: np.random.Generator, n: int, r_mag_range: tuple[float, float], photsys: str
-) -> PointSources:
-    """Stars with temperatures weighted to cool dwarfs and r magnitudes uniform in the range."""
-    temp = np.clip(np.exp(rng.normal(np.log(5200.0), 0.25, n)), 3000.0, 12000.0)
+def _star_temperatures(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Effective temperatures weighted to cool dwarfs, as high-latitude stars are."""
+    return np.clip(np.exp(rng.normal(np.log(5200.0), 0.25, n)), 3000.0, 12000.0)
+
+
+def _stars_of(temp: np.ndarray, r_mag: np.ndarray, photsys: str) -> PointSources:
+    """Stars of temperatures ``temp`` normalised to r magnitudes ``r_mag``."""
     table = star_colours(photsys)
     unit = np.stack(
         [np.interp(temp, table.temperature_k, table.nanomaggies[:, b]) for b in range(3)], 1
     )
-    r_flux = 10 ** ((22.5 - rng.uniform(*r_mag_range, n)) / 2.5)
-    scale = r_flux / unit[:, 1]
+    n = temp.size
+    scale = 10 ** ((22.5 - r_mag) / 2.5) / unit[:, 1]
     return PointSources(np.full(n, "star"), temp, np.zeros(n), scale, unit * scale[:, None])
+
+
+def draw_stars(
+    rng: np.random.Generator, n: int, r_mag_range: tuple[float, float], photsys: str
+) -> PointSources:
+    """Stars with temperatures weighted to cool dwarfs and r magnitudes uniform in the range."""
+    temp = _star_temperatures(rng, n)
+    return _stars_of(temp, rng.uniform(*r_mag_range, n), photsys)
+
+
+def draw_stars_at(rng: np.random.Generator, r_mag: np.ndarray, photsys: str) -> PointSources:
+    """Stars with the temperatures of :func:`draw_stars` at given r magnitudes."""
+    return _stars_of(_star_temperatures(rng, r_mag.size), np.asarray(r_mag), photsys)
 
 
 def draw_qsos(rng: np.random.Generator, n: int, photsys: str) -> PointSources:

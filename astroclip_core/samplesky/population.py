@@ -13,13 +13,15 @@ reaches the sample's magnitude limit at that redshift (so distant galaxies are m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from astropy.cosmology import Planck18
 
-from astroclip_core.samplesky.photometry import template_photometry
-from astroclip_core.samplesky.templates import load_templates
+from astroclip_core.samplesky.nebular import draw_nebular
+from astroclip_core.samplesky.photometry import line_nanomaggies, template_photometry
+from astroclip_core.samplesky.templates import halpha_continuum, load_templates
 
 # Tracer classes of the spectroscopic targets, like DESI's bright and dark programs.
 TRACERS = ("BGS", "LRG", "ELG")
@@ -32,12 +34,57 @@ MAG_LIMITS: dict[str, tuple[int, float]] = {
     "ELG": (0, 23.4),
     FAINT: (1, 23.5),
 }
+# n(z) per tracer: (kind, a, b, z_min, z_max), a gamma(shape a, scale b) or normal(mean a, sd b)
+# truncated to [z_min, z_max]. Shaped like DESI's: BGS Bright peaks near z 0.2 and ends near 0.6
+# (Hahn et al. 2023, AJ 165, 253); LRGs fill 0.4-1.1 with a broad peak near 0.8 (Zhou et al.
+# 2023, AJ 165, 58); ELGs 0.6-1.6, peaking near 1.1 (Raichoor et al. 2023, AJ 165, 126); above
+# z ~ 1.1 only [O II] remains in the spectrum (in the z arm).
+REDSHIFT_DISTRIBUTIONS: dict[str, tuple[str, float, float, float, float]] = {
+    "BGS": ("gamma", 5.0, 0.045, 0.01, 0.6),
+    "LRG": ("normal", 0.76, 0.19, 0.3, 1.1),
+    "ELG": ("normal", 1.1, 0.3, 0.6, 1.6),
+    FAINT: ("gamma", 3.0, 0.17, 0.01, 1.4),
+}
 # Schechter parameters of the stellar mass function: (log M*, alpha), red and blue.
 SCHECHTER = {True: (10.85, -0.4), False: (10.6, -1.35)}
 LOG_MASS_MAX = 12.2
 BULGE_TEMPLATES = [0, 3]  # the old kcorrect templates (metal-rich, solar) make up bulges
 BULGE_TO_DISC_RADIUS = 0.25  # bulge half-light radius / the galaxy's half-light radius
 SFR_WINDOW_YR = 3e8
+# Size-mass-redshift relation of van der Wel et al. 2014 (ApJ 788, 28; 3D-HST+CANDELS, rest
+# 5000 A, semi-major axis): per population (log A at the pivot, mass slope alpha, redshift
+# exponent beta of R_e ~ (1+z)^beta, intrinsic scatter dex), from their z = 0.25 fits (Table 1)
+# and evolution fits: early types log A 0.60, alpha 0.75, beta -1.48, 0.10 dex; late types
+# 0.86, 0.25, -0.75, 0.16 dex; pivot mass 5e10 Msun (log 10.7).
+SIZE_MASS_VDW14: dict[bool, tuple[float, float, float, float]] = {
+    True: (0.60, 0.75, -1.48, 0.10),
+    False: (0.86, 0.25, -0.75, 0.16),
+}
+SIZE_PIVOT_LOG_MASS = 10.7
+SIZE_PIVOT_Z = 0.25
+MAX_RADIUS_ARCSEC = 30.0  # caps the rare z~0.01 giants (a 60" stamp would take seconds to draw)
+# Structure of star-forming discs beyond the smooth profile (drawn by _structure; the README's
+# "Images" section gives the sources). Bars: Masters et al. 2011 (Galaxy Zoo 2) find bars in
+# ~30% of z < 0.06 discs; Sheth et al. 2008 see the (strong) bar fraction fall to ~10% by
+# z ~ 0.84; Gadotti 2009 gives bar-to-total ~0.1, bar Sersic n ~0.5, in-plane axis ratio ~0.3.
+BAR_FRACTION_LOW_Z, BAR_FRACTION_Z084 = 0.30, 0.10
+BAR_FLUX_RANGE = (0.05, 0.15)  # share of the disc's smooth light moved into the bar
+BAR_AXIS_RATIO_RANGE = (0.25, 0.4)
+BAR_RADIUS_RANGE = (0.3, 0.6)  # bar half-light radius (along its length) / disc R_e
+# Spiral arms: about two thirds of massive star-forming discs show them (Galaxy Zoo 2, Willett
+# et al. 2013); two arms are the most common, then three and four (Hart et al. 2016); pitch
+# angles ~20 +- 6 deg (Davis et al. 2014, Hart et al. 2017); arms hold 10-25% of the disc's
+# optical light (arm-interarm contrasts of 1.5-3, Elmegreen et al. 2011).
+SPIRAL_FRACTION_MASSIVE, SPIRAL_FRACTION_DWARF = 0.67, 0.3
+ARM_COUNTS, ARM_COUNT_PROBS = (2, 3, 4), (0.55, 0.25, 0.20)
+ARM_PITCH_DEG = (20.0, 6.0, 8.0, 40.0)  # mean, sd, min, max
+ARM_FLUX_RANGE = (0.10, 0.25)
+# Star-forming clumps (HII-region complexes): 5-20% of the young light of star-forming galaxies
+# sits in clumps (Guo et al. 2015, CANDELS); they carry the young templates' colours and lines.
+KNOT_YOUNG_SHARE_RANGE = (0.05, 0.20)
+KNOT_COUNT_RANGE = (5, 30)
+FEATURE_MIN_LOG_MASS = 9.5  # below this, star-forming galaxies are dwarfs/irregulars: no bars
+YOUNG_TEMPLATES = [1, 4]  # the kcorrect templates of recent star formation
 
 
 @dataclass(frozen=True)
@@ -65,36 +112,78 @@ class Galaxies:
     flux_nmgy: np.ndarray
     bulge_flux_nmgy: np.ndarray
     bulge_r_arcsec: np.ndarray
+    # Nebular emission (samplesky/nebular.py): ``line_flux`` (N, n_lines) rest-frame integrated
+    # fluxes at 10 pc of templates.NEBULAR_LINES (included in ``flux_nmgy``); intrinsic log
+    # ratios [N II]/H alpha, [O III]/H beta, [S II]/H alpha, [O II]/H beta; nebular E(B-V);
+    # observed rest H alpha EW (A); share of H alpha from an AGN.
+    line_flux: np.ndarray
+    log_n2_ha: np.ndarray
+    log_o3_hb: np.ndarray
+    log_s2_ha: np.ndarray
+    log_o2_hb: np.ndarray
+    ebv_gas: np.ndarray
+    ew_halpha_angstrom: np.ndarray
+    agn_fraction: np.ndarray
+    # Structure of star-forming discs (:func:`_structure`); zeros where a galaxy has none.
+    # ``knot_flux_nmgy`` (N, 3): part of ``flux_nmgy`` in ``n_knots`` clumps; arm and bar
+    # fractions are shares of the disc light left after bulge and knots. ``arm_pitch_deg`` is
+    # signed (the sign is the winding sense); ``bar_angle_rad`` is in the disc plane, from
+    # its major axis; ``bar_r_frac`` is the bar half-light radius / ``shape_r_arcsec``.
+    knot_flux_nmgy: np.ndarray
+    n_knots: np.ndarray
+    arm_flux_frac: np.ndarray
+    n_arms: np.ndarray
+    arm_pitch_deg: np.ndarray
+    bar_flux_frac: np.ndarray
+    bar_r_frac: np.ndarray
+    bar_axis_ratio: np.ndarray
+    bar_angle_rad: np.ndarray
 
     def __len__(self) -> int:
         return int(self.z.size)
 
 
+def _truncated(
+    rng: np.random.Generator, draw: Callable[[int], np.ndarray], n: int, lo: float, hi: float
+) -> np.ndarray:
+    """``n`` values of ``draw`` inside [lo, hi], redrawing those outside (no pile-up at edges)."""
+    out = draw(n)
+    bad = (out < lo) | (out > hi)
+    while bad.any():
+        out[bad] = draw(int(bad.sum()))
+        bad = (out < lo) | (out > hi)
+    return out
+
+
 def _redshifts(rng: np.random.Generator, tracer: np.ndarray) -> np.ndarray:
+    """Redshifts per tracer, shaped like DESI's n(z) (:data:`REDSHIFT_DISTRIBUTIONS`)."""
     z = np.empty(tracer.size)
-    for name, draw in (
-        ("BGS", lambda n: rng.gamma(2.5, 0.08, n)),
-        ("LRG", lambda n: rng.normal(0.68, 0.15, n)),
-        ("ELG", lambda n: rng.uniform(0.6, 1.0, n)),
-        (FAINT, lambda n: rng.gamma(3.0, 0.17, n)),
-    ):
+    for name, (kind, a, b, lo, hi) in REDSHIFT_DISTRIBUTIONS.items():
         sel = tracer == name
-        z[sel] = draw(int(sel.sum()))
-    upper = np.where(tracer == "BGS", 0.6, np.where(tracer == FAINT, 1.4, 0.995))
-    lower = np.where(tracer == "LRG", 0.3, 0.01)
-    return np.clip(z, lower, upper)
+
+        def draw(m: int, kind: str = kind, a: float = a, b: float = b) -> np.ndarray:
+            return rng.gamma(a, b, m) if kind == "gamma" else rng.normal(a, b, m)
+
+        z[sel] = _truncated(rng, draw, int(sel.sum()), lo, hi)
+    return z
 
 
 def _mass_fractions(rng: np.random.Generator, is_red: np.ndarray) -> np.ndarray:
-    """(N, 5) fractions of the formed mass per template (t1 and t4 are the young ones)."""
+    """(N, 5) fractions of the formed mass per template (t1 and t4 are the young ones).
+
+    Red (passive) mixes are mostly template 3 (old, solar) with little young light: their median
+    rest spectrum matches the real DESI LRG stack (tests/data/desi/stack-LRG.fits) within 8% in
+    every 100 A bin over 3600-6900 A (rms 3.4%; tests/test_samplesky_spectra_realism.py). A
+    least-squares fit of the stack with the five templates gives the same mix (~98% template 3).
+    """
     n = is_red.size
     frac = np.zeros((n, 5))
-    young1 = np.where(is_red, rng.uniform(-5.0, -3.5, n), rng.uniform(-3.4, -2.1, n))
-    young4 = np.where(is_red, rng.uniform(-4.0, -2.8, n), rng.uniform(-2.8, -1.6, n))
+    young1 = np.where(is_red, rng.uniform(-5.5, -4.2, n), rng.uniform(-3.4, -2.1, n))
+    young4 = np.where(is_red, rng.uniform(-3.8, -2.8, n), rng.uniform(-2.8, -1.6, n))
     frac[:, 1], frac[:, 4] = 10**young1, 10**young4
     old = np.where(
         is_red[:, None],
-        rng.dirichlet([2.5, 0.2, 5.0], n),
+        rng.dirichlet([0.3, 0.3, 8.0], n),
         rng.dirichlet([0.5, 1.5, 2.0], n),
     )  # (N, 3) over templates 0, 2, 3
     frac[:, [0, 2, 3]] = old * (1.0 - frac[:, 1] - frac[:, 4])[:, None]
@@ -122,16 +211,26 @@ def _schechter_log_mass(
 def _shapes(
     rng: np.random.Generator, z: np.ndarray, log_mstar: np.ndarray, is_red: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(sersic_n, half-light radius arcsec, e1, e2) from a size-mass relation and distance."""
+    """(sersic_n, half-light radius arcsec, e1, e2) from a size-mass-redshift relation.
+
+    The radius is the semi-major-axis half-light radius (Tractor's SHAPE_R convention, and
+    van der Wel et al. 2014's): log R_e/kpc = log A + alpha (log M - 10.7) + beta log((1+z)/1.25)
+    with the z = 0.25 fits and the (1+z)^beta evolution of :data:`SIZE_MASS_VDW14`, plus the
+    paper's intrinsic scatter, converted to arcsec at the galaxy's angular-diameter distance.
+    """
     n = z.size
-    # Size-mass relations (roughly van der Wel et al. 2014 at z~0.25): log R_e/kpc.
-    log_re_kpc = np.where(
-        is_red,
-        0.45 + 0.6 * (log_mstar - 10.7) + rng.normal(0, 0.12, n),
-        0.60 + 0.22 * (log_mstar - 10.7) + rng.normal(0, 0.15, n),
-    )
+    log_re_kpc = np.empty(n)
+    for red in (True, False):
+        sel = is_red == red
+        log_a, alpha, beta, scatter = SIZE_MASS_VDW14[bool(red)]
+        log_re_kpc[sel] = (
+            log_a
+            + alpha * (log_mstar[sel] - SIZE_PIVOT_LOG_MASS)
+            + beta * np.log10((1.0 + z[sel]) / (1.0 + SIZE_PIVOT_Z))
+            + rng.normal(0, scatter, int(sel.sum()))
+        )
     kpc_per_arcsec = Planck18.kpc_proper_per_arcmin(z).value / 60.0
-    radius = np.clip(10**log_re_kpc / kpc_per_arcsec, 0.05, 30.0)
+    radius = np.clip(10**log_re_kpc / kpc_per_arcsec, 0.05, MAX_RADIUS_ARCSEC)
     # Discs: axis ratio from a random inclination of a thin disc; spheroids: rounder.
     cos_i = rng.uniform(0, 1, n)
     q_disc = np.sqrt(cos_i**2 * (1 - 0.2**2) + 0.2**2)
@@ -158,6 +257,50 @@ def _bulges(
     bulge = np.zeros_like(frac)
     bulge[:, BULGE_TEMPLATES] = frac[:, BULGE_TEMPLATES] * beta[:, None]
     return bulge, np.maximum(BULGE_TO_DISC_RADIUS * radius_arcsec, 0.05)
+
+
+def _structure(
+    rng: np.random.Generator,
+    is_red: np.ndarray,
+    log_mstar: np.ndarray,
+    z: np.ndarray,
+    young_flux_nmgy: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Clumps, spiral arms and bars of star-forming galaxies (the constants above give sources).
+
+    ``young_flux_nmgy`` (N, 3): the light of the young templates and the nebular lines, of
+    which the clumps take a share. Passive galaxies get none of the three.
+    """
+    n = z.size
+    sf = ~np.asarray(is_red)
+    massive = log_mstar >= FEATURE_MIN_LOG_MASS
+    # Bar fraction falls linearly from its low-z value (z <= 0.2) to Sheth et al.'s z = 0.84.
+    slope = (BAR_FRACTION_Z084 - BAR_FRACTION_LOW_Z) / (0.84 - 0.2)
+    p_bar = np.clip(BAR_FRACTION_LOW_Z + slope * (z - 0.2), BAR_FRACTION_Z084, BAR_FRACTION_LOW_Z)
+    barred = sf & massive & (rng.uniform(size=n) < p_bar)
+    p_spiral = np.where(massive, SPIRAL_FRACTION_MASSIVE, SPIRAL_FRACTION_DWARF)
+    spiral = sf & (rng.uniform(size=n) < p_spiral)
+    mean, sd, lo, hi = ARM_PITCH_DEG
+    pitch = np.clip(rng.normal(mean, sd, n), lo, hi) * rng.choice([-1.0, 1.0], n)
+    arms = rng.choice(np.array(ARM_COUNTS), n, p=ARM_COUNT_PROBS)
+    knot_share = np.where(sf, rng.uniform(*KNOT_YOUNG_SHARE_RANGE, n), 0.0)
+    n_knots = rng.integers(KNOT_COUNT_RANGE[0], KNOT_COUNT_RANGE[1] + 1, n)
+    bar_flux = rng.uniform(*BAR_FLUX_RANGE, n)
+    bar_q = rng.uniform(*BAR_AXIS_RATIO_RANGE, n)
+    bar_r = rng.uniform(*BAR_RADIUS_RANGE, n)
+    bar_angle = rng.uniform(0, np.pi, n)
+    arm_flux = rng.uniform(*ARM_FLUX_RANGE, n)
+    return {
+        "knot_flux_nmgy": young_flux_nmgy * knot_share[:, None],
+        "n_knots": np.where(sf, n_knots, 0).astype(np.int16),
+        "arm_flux_frac": np.where(spiral, arm_flux, 0.0),
+        "n_arms": np.where(spiral, arms, 0).astype(np.int16),
+        "arm_pitch_deg": np.where(spiral, pitch, 0.0),
+        "bar_flux_frac": np.where(barred, bar_flux, 0.0),
+        "bar_r_frac": np.where(barred, bar_r, 0.0),
+        "bar_axis_ratio": np.where(barred, bar_q, 0.0),
+        "bar_angle_rad": np.where(barred, bar_angle, 0.0),
+    }
 
 
 def draw_galaxies(
@@ -188,6 +331,16 @@ def draw_galaxies(
     sersic, radius, e1, e2 = _shapes(rng, z, log_mstar, is_red)
     # Drawn last, so every other property keeps the values it had before bulges existed.
     bulge_frac, bulge_r = _bulges(rng, frac, is_red, radius)
+    # Nebular lines, drawn after every other property (samplesky/nebular.py); they add to the
+    # continuum photometry, so flux_nmgy is the integral of the same SED the spectra show.
+    log_ssfr = np.log10(np.maximum(sfr, 1e-30) / 10**log_mstar)
+    neb, line_ew = draw_nebular(rng, z, log_mstar, log_ssfr, is_red, tracer)
+    line_flux = line_ew * (coeffs @ halpha_continuum(templates))[:, None]  # (N, n_lines)
+    young = np.zeros_like(frac)
+    young[:, YOUNG_TEMPLATES] = frac[:, YOUNG_TEMPLATES]
+    young_flux = template_photometry(photsys).fluxes(young, z) * formed[:, None] + (
+        line_nanomaggies(line_flux, z, photsys)
+    )  # (N, 3) nmgy
     return Galaxies(
         tracer=tracer,
         z=z,
@@ -195,13 +348,23 @@ def draw_galaxies(
         is_red=is_red,
         log_mstar=log_mstar,
         metallicity=metallicity,
-        log_ssfr=np.log10(np.maximum(sfr, 1e-30) / 10**log_mstar),
+        log_ssfr=log_ssfr,
         sigma_kms=np.clip(60 + 35 * (log_mstar - 10.0) + rng.normal(0, 12, n), 30, 250),
         sersic_n=sersic,
         shape_r_arcsec=radius,
         e1=e1,
         e2=e2,
-        flux_nmgy=per_formed * formed[:, None],
+        flux_nmgy=per_formed * formed[:, None] + line_nanomaggies(line_flux, z, photsys),
         bulge_flux_nmgy=template_photometry(photsys).fluxes(bulge_frac, z) * formed[:, None],
         bulge_r_arcsec=bulge_r,
+        line_flux=line_flux,
+        log_n2_ha=neb.log_n2_ha,
+        log_o3_hb=neb.log_o3_hb,
+        log_s2_ha=neb.log_s2_ha,
+        log_o2_hb=neb.log_o2_hb,
+        ebv_gas=neb.ebv_gas,
+        ew_halpha_angstrom=neb.ew_halpha_angstrom,
+        agn_fraction=neb.agn_fraction,
+        # Drawn after every other property, so those keep their values.
+        **_structure(rng, is_red, log_mstar, z, young_flux),
     )

@@ -22,6 +22,18 @@ from astroclip_core.sky.healpix import PARTITION_NSIDE, HealpixPixel, pixels_of
 ARCSEC_DEG = 1.0 / 3600.0
 OBJID_PIXEL_STRIDE = 1 << 16  # objid = index in pixel + stride * (pixel % 64)
 DECOY_GALAXY_KINDS = ("zwarn", "low_deltachi2", "bad_fiberstatus")
+# Sources fields that carry the disc structure from population.Galaxies to the renderer.
+STRUCTURE_FIELDS = (
+    "knot_flux_nmgy",
+    "n_knots",
+    "arm_flux_frac",
+    "n_arms",
+    "arm_pitch_deg",
+    "bar_flux_frac",
+    "bar_r_frac",
+    "bar_axis_ratio",
+    "bar_angle_rad",
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,17 @@ class Sources:
     fibre_fraction: np.ndarray
     bulge_flux_nmgy: np.ndarray  # (N, 3) observed g, r, z of the bulge part of flux_nmgy
     bulge_r_arcsec: np.ndarray  # bulge half-light radius; 0 where a source has no bulge
+    # Disc structure of extended galaxies (population.Galaxies, same names; zeros elsewhere):
+    # ``knot_flux_nmgy`` (N, 3) observed, part of flux_nmgy; the rest as Galaxies documents.
+    knot_flux_nmgy: np.ndarray
+    n_knots: np.ndarray
+    arm_flux_frac: np.ndarray
+    n_arms: np.ndarray
+    arm_pitch_deg: np.ndarray
+    bar_flux_frac: np.ndarray
+    bar_r_frac: np.ndarray
+    bar_axis_ratio: np.ndarray
+    bar_angle_rad: np.ndarray
 
     def __len__(self) -> int:
         return int(self.ra_deg.size)
@@ -92,6 +115,7 @@ class Targets:
     e1: np.ndarray
     e2: np.ndarray
     photsys: str
+    line_flux: np.ndarray  # (N, n_lines) galaxies' nebular line fluxes (Galaxies.line_flux); 0 else
 
     def __len__(self) -> int:
         return int(self.kind.size)

@@ -1,12 +1,17 @@
 """DESI spectra of the targets on the three arm grids: noiseless model, then an observation.
 
 The model is the target's observed SED times its fibre fraction, in 1e-17 erg/s/cm^2/A, with
-a Gaussian line-spread function of FWHM 1.8 A: emission lines are drawn analytically with the
-LSF width added in quadrature; the continuum is convolved numerically. An observation adds
-per-pixel Gaussian noise whose variance follows a sky-like background (a smooth continuum plus
-sky emission lines, brighter in the bright program) over the arm throughput, plus the source's
-own photon noise, leaves small sky-line subtraction residuals, and masks a few short pixel runs
-(mask bit set and ivar 0).
+a Gaussian line-spread function of FWHM 1.8 A: emission lines (the galaxy's own nebular lines,
+samplesky/nebular.py) are drawn analytically with the LSF width added in quadrature; the
+continuum is convolved numerically.
+
+An observation adds per-pixel Gaussian noise whose variance has the shape of real DESI coadds
+(samplesky/noisemodel.py: a smooth per-arm shape with the steep arm ends and dichroic overlaps,
+plus the sky-line spikes, all derived from the real ivar of the files in tests/data/desi), with
+per-spectrum variations (sky brightness, colour tilt, sky-line strengths), plus the source's own
+photon noise. It leaves sky-subtraction residuals at the sky lines (a random fraction of each
+line's flux, calibrated on the residuals at 5577 A and the other lines of the real coadds) and
+masks a few short pixel runs (mask bit set and ivar 0).
 
 The noise level is calibrated per arm on a real EDR coadd (see :data:`DARK_SIGMA_1000S`): a
 dark-time 1000 s sample-sky spectrum has the same median per-pixel sigma in each arm.
@@ -18,9 +23,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy import sparse
 from scipy.ndimage import gaussian_filter1d
 
 from astroclip_core.formats.desi import ARMS, arm_wavelength
+from astroclip_core.samplesky.noisemodel import shipped_noise_shape
 from astroclip_core.samplesky.photometry import (
     distance_factor,
     mw_extinction_curve,
@@ -43,41 +50,58 @@ DARK_SIGMA_1000S = {"B": 0.44, "R": 0.24, "Z": 0.19}
 # throughput in 1000 s. One 0.8 A pixel of 1e-17 erg/s/cm^2/A at 6500 A is ~2.6e-6 photon/s/cm^2;
 # times ~8.7 m^2 of mirror and ~35% peak system throughput, ~80 photons in 1000 s.
 SOURCE_VARIANCE_1000S = 1.0 / 80.0
-# Sky-line subtraction residuals: Gaussian per spectrum, this fraction of the sky-line flux.
-SKY_RESIDUAL_FRACTION = 0.04
-SKY_LINES_FIXED = ((5578.9, 40.0), (5891.6, 12.0), (5897.6, 8.0), (6302.0, 15.0), (6365.5, 6.0))
+# Sky-subtraction residuals: per spectrum and sky line, a Gaussian fraction (sd below) of the
+# line's flux. The line flux follows from its photon variance (flux = variance * throughput /
+# SOURCE_VARIANCE_1000S at 1000 s). 2% gives residual pulls at 5577 A and in the OH forest of the
+# size measured in the real coadds (tests/test_samplesky_spectra_realism.py).
+SKY_RESIDUAL_FRACTION = 0.02
+# Per-spectrum variations of the noise shape (sd of natural logs unless said): sky brightness,
+# a power-law colour tilt of the smooth part (sd of the index), sky-line strengths common to a
+# spectrum and per line (OH bands vary independently through the night).
+SKY_LEVEL_SD, SKY_TILT_SD, SKY_LINES_SD, SKY_LINE_EACH_SD = 0.1, 0.1, 0.2, 0.15
+BRIGHT_SKY_FACTOR = 2.5  # moon and twilight raise the bright-time sky continuum
+
+
+@dataclass(frozen=True)
+class ArmNoise:
+    """Noise ingredients of one arm on its grid (npix,) in 1000 s, dark sky.
+
+    ``smooth_var``: smooth sky variance; ``line_var``: (npix, n_lines) variance of each sky line;
+    ``line_flux``: (npix, n_lines) flux (1e-17 units) of each sky line. Both are sparse (a line
+    covers a few pixels), so ``line_var @ weights.T`` costs little per spectrum.
+    """
+
+    smooth_var: np.ndarray
+    line_var: sparse.csr_matrix
+    line_flux: sparse.csr_matrix
 
 
 @lru_cache(maxsize=1)
-def sky_model() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per arm: (sky continuum, sky-line spectrum) on the arm grid, in units of sky *variance*.
-
-    Each arm is scaled so that the dark sky (continuum + lines) over :func:`_throughput` gives
-    the median per-pixel sigma :data:`DARK_SIGMA_1000S` in 1000 s.
-
-    The OH forest is a fixed pseudo-random list of lines (seeded constant, not by the sky's
-    seed: the night sky is the same in every release).
-    """
-    rng = np.random.default_rng(7_000_001)
-    oh_wave = np.sort(rng.uniform(6800.0, 9900.0, 220))
-    oh_amp = rng.lognormal(np.log(6.0), 0.9, oh_wave.size) * (1 + (oh_wave > 8300))
-    lines = (*SKY_LINES_FIXED, *zip(oh_wave, oh_amp, strict=True))
+def sky_model() -> dict[str, ArmNoise]:
+    """Per arm: the dark-sky noise ingredients from the shipped real-coadd noise shape, scaled
+    so that the median per-pixel sigma is :data:`DARK_SIGMA_1000S` in 1000 s."""
+    shapes = shipped_noise_shape()
     out = {}
     for arm in ARMS:
         wave = arm_wavelength(arm)
-        cont = 0.8 + 0.5 * (wave / 5000.0) ** 2
-        sky_lines = np.zeros_like(wave)
-        for lam, amp in lines:
-            sky_lines += amp * np.exp(-0.5 * ((wave - lam) / LSF_SIGMA_ANGSTROM) ** 2)
-        # sigma(1000 s) = sqrt(k (cont + lines) / throughput); choose k so its median matches.
-        shape_median = np.median(np.sqrt((cont + sky_lines) / _throughput(wave)))
-        k = (DARK_SIGMA_1000S[arm] / shape_median) ** 2
-        out[arm] = (k * cont, k * sky_lines)
+        shape = shapes[arm]
+        smooth2 = shape.smooth_sigma(wave) ** 2  # (npix,)
+        profiles = shape.line_profiles(wave)  # (n_lines, npix)
+        line_rel = shape.line_excess[:, None] * profiles * smooth2[None, :]
+        line_rel[profiles < 1e-6] = 0.0  # beyond ~5 sigma of each line
+        k = (DARK_SIGMA_1000S[arm] / np.median(np.sqrt(smooth2 + line_rel.sum(axis=0)))) ** 2
+        out[arm] = ArmNoise(
+            smooth_var=k * smooth2,
+            line_var=sparse.csr_matrix(k * line_rel.T),
+            line_flux=sparse.csr_matrix(
+                (k * line_rel * _throughput(wave)[None, :] / SOURCE_VARIANCE_1000S).T
+            ),
+        )
     return out
 
 
 def _throughput(wave: np.ndarray) -> np.ndarray:
-    """A smooth arm throughput, dropping towards the arm ends (noise grows there)."""
+    """A smooth relative arm throughput, dropping towards the arm ends (source photon noise)."""
     x = (wave - wave[0]) / (wave[-1] - wave[0])
     return 0.25 + 0.75 * np.sin(np.pi * np.clip(x, 0.0, 1.0)) ** 0.6
 
@@ -104,18 +128,26 @@ def model_spectrum(targets: Targets, i: int) -> dict[str, np.ndarray]:
 
 
 def _galaxy_sed(targets: Targets, i: int, wave: np.ndarray) -> np.ndarray:
-    templates = load_templates()
-    z = float(targets.z[i])
-    rest = wave / (1 + z)
-    cont = rest_continuum(templates, targets.coeffs[i], rest)
-    cont = gaussian_filter1d(cont, LSF_SIGMA_ANGSTROM / 0.8, mode="nearest")
-    lines = rest_lines(
-        templates,
+    return galaxy_sed(
         targets.coeffs[i],
-        rest,
+        float(targets.z[i]),
         float(targets.sigma_kms[i]),
-        LSF_SIGMA_ANGSTROM / (1 + z),
+        targets.line_flux[i],
+        wave,
     )
+
+
+def galaxy_sed(
+    coeffs: np.ndarray, z: float, sigma_kms: float, line_flux: np.ndarray, wave: np.ndarray
+) -> np.ndarray:
+    """Observed f_lambda (erg/s/cm^2/A, whole galaxy, no Milky Way dust) on ``wave`` with the
+    DESI line-spread function: template mix ``coeffs`` (5,) plus nebular ``line_flux``
+    (n_lines,) at redshift ``z``."""
+    templates = load_templates()
+    rest = wave / (1 + z)
+    cont = rest_continuum(templates, coeffs, rest)
+    cont = gaussian_filter1d(cont, LSF_SIGMA_ANGSTROM / 0.8, mode="nearest")
+    lines = rest_lines(line_flux, rest, sigma_kms, LSF_SIGMA_ANGSTROM / (1 + z))
     return (cont + lines) * distance_factor(np.array([z]))[0]
 
 
@@ -138,18 +170,24 @@ def observe(
     n = len(models)
     sky = sky_model()
     flux, ivar, mask = {}, {}, {}
-    sky_level = 2.5 if bright else 1.0  # moon and twilight raise the bright-time sky
+    time = (np.asarray(exptime_s, dtype=np.float64) / 1000.0)[:, None]  # (N, 1)
+    # Per-spectrum sky variations (the same in the three arms of a spectrum).
+    level = np.exp(rng.normal(0, SKY_LEVEL_SD, (n, 1))) * (BRIGHT_SKY_FACTOR if bright else 1.0)
+    tilt = rng.normal(0, SKY_TILT_SD, (n, 1))
+    lines_common = np.exp(rng.normal(0, SKY_LINES_SD, (n, 1)))
     for arm in ARMS:
         wave = arm_wavelength(arm)
-        cont, lines = sky[arm]
+        noise = sky[arm]
+        n_lines = noise.line_var.shape[1]
         model = np.stack([m[arm] for m in models]) if n else np.zeros((0, wave.size))
-        background = sky_level * cont + lines  # (npix,)
-        time = (exptime_s / 1000.0)[:, None]
-        var = (background[None, :] + SOURCE_VARIANCE_1000S * np.clip(model, 0, None)) / (
-            time * _throughput(wave)[None, :]
-        )  # (N, npix)
-        # The sky-line flux is proportional to its variance (photon noise), hence to ``lines``.
-        residual = rng.normal(0, SKY_RESIDUAL_FRACTION, (n, 1)) * lines[None, :]
+        line_scale = lines_common * np.exp(rng.normal(0, SKY_LINE_EACH_SD, (n, n_lines)))
+        smooth = level * noise.smooth_var[None, :] * (wave / 6500.0)[None, :] ** tilt  # (N, npix)
+        background = smooth + (noise.line_var @ line_scale.T).T  # (N, npix) variance in 1000 s
+        var = (
+            background + SOURCE_VARIANCE_1000S * np.clip(model, 0, None) / _throughput(wave)
+        ) / time
+        residual_weight = line_scale * rng.normal(0, SKY_RESIDUAL_FRACTION, (n, n_lines))
+        residual = (noise.line_flux @ residual_weight.T).T  # (N, npix)
         f = model + rng.normal(size=model.shape) * np.sqrt(var) + residual
         iv = 1.0 / var
         m = np.zeros(model.shape, dtype=np.uint32)

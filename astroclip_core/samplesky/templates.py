@@ -6,7 +6,9 @@ erg/s/cm^2/A for one solar mass formed, seen from 10 pc, on a log-spaced rest-fr
 and centred on whatever grid point is nearest, so a redshifted line would land several A off its
 true position. We therefore fit each line group with Gaussians at the vacuum rest wavelengths,
 subtract them from the template (the continuum keeps the absorption features), and keep the
-fitted line fluxes; spectra and photometry re-add the lines as Gaussians at exact wavelengths.
+fitted line fluxes for reference. Spectra and photometry use the continuum only and add each
+galaxy's own nebular lines (BPT ratios, dust; samplesky/nebular.py) as Gaussians at exact
+wavelengths: the templates' fixed line ratios are not used.
 """
 
 from __future__ import annotations
@@ -36,6 +38,29 @@ LINE_GROUPS: tuple[tuple[tuple[float, float], tuple[tuple[tuple[float, float], .
     ((6520.0, 6612.0), (((6549.86, 1.0), (6585.27, 2.95)), ((6564.61, 1.0),))),  # [N II], H alpha
     ((6695.0, 6755.0), (((6718.29, 1.0),), ((6732.67, 1.0),))),  # [S II]
 )
+
+# The nebular lines a galaxy's spectrum and photometry carry (name, vacuum rest wavelength A).
+# Their fluxes are drawn per galaxy (samplesky/nebular.py, ``Galaxies.line_flux``); the kcorrect
+# templates only give the continuum under them (their own lines are split off in load_templates).
+NEBULAR_LINES: tuple[tuple[str, float], ...] = (
+    ("[O II]3727", 3727.09),
+    ("[O II]3729", 3729.88),
+    ("[Ne III]3870", 3870.86),
+    ("Hdelta", 4102.89),
+    ("Hgamma", 4341.69),
+    ("Hbeta", 4862.68),
+    ("[O III]4960", 4960.30),
+    ("[O III]5008", 5008.24),
+    ("[O I]6302", 6302.05),
+    ("[N II]6550", 6549.86),
+    ("Halpha", 6564.61),
+    ("[N II]6585", 6585.27),
+    ("[S II]6718", 6718.29),
+    ("[S II]6733", 6732.67),
+)
+NEBULAR_WAVELENGTH_ANGSTROM = np.array([lam for _, lam in NEBULAR_LINES])
+# Side bands (rest A) that define the continuum under H alpha for its equivalent width.
+HALPHA_CONTINUUM_BANDS_ANGSTROM = ((6490.0, 6530.0), (6600.0, 6640.0))
 
 # Rest wavelengths (vacuum, A) used to mark lines in figures and checked by the tests.
 EMISSION_LINES_ANGSTROM: dict[str, float] = {
@@ -163,3 +188,13 @@ def load_templates(path: str = str(TEMPLATE_FILE)) -> TemplateSet:
         m300=fitsio.read(path, "M300").astype(np.float64),
         m1000=fitsio.read(path, "M1000").astype(np.float64),
     )
+
+
+def halpha_continuum(templates: TemplateSet) -> np.ndarray:
+    """(5,) mean continuum f_lambda (per solar mass formed, 10 pc) of each template in the
+    H alpha side bands: a galaxy's H alpha continuum is ``coeffs @ halpha_continuum(...)``."""
+    wave = templates.wavelength_angstrom
+    sel = np.zeros(wave.size, dtype=bool)
+    for lo, hi in HALPHA_CONTINUUM_BANDS_ANGSTROM:
+        sel |= (wave > lo) & (wave < hi)
+    return templates.continuum[:, sel].mean(axis=1)

@@ -12,12 +12,15 @@ The training readers (:func:`count_split_rows`, :func:`read_pairs_split`) also r
 of the published Hugging Face dataset (``hf/<release>/data/*.parquet``): those hold the same
 ``targetid``, ``z`` and ``split`` columns, and the big columns as typed lists instead of
 fixed-size binary, which :func:`decode_pairs` decodes too. They read whole files or single row
-groups, with Arrow's own memory-mapped reader for local files.
+groups, with Arrow's own memory-mapped reader for local files; the float columns of a local
+file come straight from their pages (:mod:`~astroclip_core.tables.parquet_pages` for the
+pairs' blobs, :mod:`~astroclip_core.tables.parquet_lists` for the shards' lists), page
+checksums verified there as Arrow verifies the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +32,14 @@ import pyarrow.parquet as pq
 from astroclip_core import fsio
 from astroclip_core.formats import FormatError
 from astroclip_core.storage import StorageLayout, partition_glob, pixel_from_path
-from astroclip_core.tables.schemas import PAIRS_SCHEMA, decode_array_column, decode_blob
+from astroclip_core.tables.parquet_lists import read_lists
+from astroclip_core.tables.parquet_pages import read_plain_blobs
+from astroclip_core.tables.schemas import (
+    BLOB_COLUMNS,
+    PAIRS_SCHEMA,
+    decode_array_column,
+    decode_blob,
+)
 
 # Row groups of ~256 pairs (~80 MB) keep reads streaming without huge pages.
 PAIRS_ROW_GROUP_SIZE = 256
@@ -143,19 +153,37 @@ class PairArrays:
         return PairArrays(*(getattr(self, c)[rows] for c in PAIR_ARRAY_COLUMNS))
 
 
-def decode_pairs(table: pa.Table, source: str = "<table>") -> PairArrays:
-    """Decode a pairs table (PAIRS_SCHEMA columns) into arrays; non-finite pixels raise."""
-    missing = [c for c in PAIR_ARRAY_COLUMNS if c not in table.column_names]
+def decode_pairs(
+    table: pa.Table,
+    source: str = "<table>",
+    decoded: Mapping[str, np.ndarray] | None = None,
+    check_finite: bool = True,
+) -> PairArrays:
+    """Decode a pairs table (PAIRS_SCHEMA columns) into arrays; non-finite pixels raise unless
+    ``check_finite`` is False (the caller checks, see :func:`check_finite_pairs`).
+
+    ``decoded`` holds big columns already decoded (N, *shape), which ``table`` may then lack.
+    """
+    decoded = decoded or {}
+    missing = [c for c in PAIR_ARRAY_COLUMNS if c not in table.column_names and c not in decoded]
     if missing:
         raise FormatError(source, f"pairs table lacks columns {missing}")
+    big = {
+        c: decoded[c] if c in decoded else _decode_column(table, c, source)
+        for c in ("image", "flux", "ivar", "mask")
+    }
     arrays = PairArrays(
         targetid=table.column("targetid").to_numpy(),
         z=table.column("z").to_numpy(zero_copy_only=False).astype(np.float64),
-        image=_decode_column(table, "image", source),
-        flux=_decode_column(table, "flux", source),
-        ivar=_decode_column(table, "ivar", source),
-        mask=_decode_column(table, "mask", source),
+        **big,
     )
+    if check_finite:
+        check_finite_pairs(arrays, source)
+    return arrays
+
+
+def check_finite_pairs(arrays: PairArrays, source: str) -> None:
+    """Raise FormatError naming ``source`` when an image, flux or ivar value is not finite."""
     for name in ("image", "flux", "ivar"):
         values = getattr(arrays, name)
         # A sum is finite when every value is (one fast pass, float32 for speed: an overflow to
@@ -164,7 +192,6 @@ def decode_pairs(table: pa.Table, source: str = "<table>") -> PairArrays:
             bad = int(np.count_nonzero(~np.isfinite(values)))
             if bad:
                 raise FormatError(source, f"column {name!r} has {bad} non-finite values")
-    return arrays
 
 
 def _decode_column(table: pa.Table, name: str, source: str) -> np.ndarray:
@@ -181,30 +208,61 @@ def read_pairs_file(path: str, split: str | None = None) -> PairArrays:
 
 
 def read_pairs_split(
-    path: str, split: str | None, row_groups: Sequence[int] | None = None
+    path: str,
+    split: str | None,
+    row_groups: Sequence[int] | None = None,
+    check_finite: bool = True,
 ) -> tuple[PairArrays, np.ndarray]:
     """All rows of one pairs file (or of its ``row_groups``) decoded, and the positions (K,) of
     the ``split`` rows among them (every position when ``split`` is None).
 
     ``path`` may also be a shard of the published dataset. The arrays are views of the read
-    when it has one Arrow chunk (one row group); a FormatError names the file when it cannot
-    be read or decoded.
+    (or, for a local file's uncompressed blobs, of the mapped file) when it reads one row
+    group; a FormatError names the file when it cannot be read, decoded or fails a page
+    checksum. ``check_finite`` as in :func:`decode_pairs`.
     """
     columns = [*PAIR_ARRAY_COLUMNS, "split"]
     with fsio.open_parquet(path) as parquet:
         _check_columns(path, parquet, columns)
+        groups = list(range(parquet.num_row_groups) if row_groups is None else row_groups)
+        blobs = _plain_blob_columns(path, parquet, groups)
         try:
-            if row_groups is None:
-                table = parquet.read(columns=columns)
-            else:
-                table = parquet.read_row_groups(list(row_groups), columns=columns)
+            rest = [c for c in columns if c not in blobs]
+            table = parquet.read_row_groups(groups, rest) if groups else parquet.read(rest)
         except fsio.PARQUET_ERRORS as err:
             raise FormatError(path, fsio.parquet_problem(err)) from err
     if split is None:
         rows = np.arange(table.num_rows)
     else:
         rows = np.flatnonzero(table.column("split").to_numpy(zero_copy_only=False) == split)
-    return decode_pairs(table.drop_columns(["split"]), source=path), rows
+    arrays = decode_pairs(table.drop_columns(["split"]), path, blobs, check_finite)
+    return arrays, rows
+
+
+def _plain_blob_columns(
+    path: str, parquet: pq.ParquetFile, groups: list[int]
+) -> dict[str, np.ndarray]:
+    # The big columns of a local file read from their pages, each (N, *shape): a pairs file's
+    # uncompressed blobs as views of the mapped file (parquet_pages; mask is zstd and left to
+    # Arrow), a published shard's lists decoded without Arrow's level materialisation
+    # (parquet_lists); both verify page CRCs. A column stored otherwise is left to Arrow.
+    if not fsio.is_local(path) or not groups:
+        return {}
+    local = fsio.filesystem(path)[1]
+    found = {}
+    for name, (dtype, shape) in BLOB_COLUMNS.items():
+        if pa.types.is_fixed_size_binary(parquet.schema_arrow.field(name).type):
+            raw = read_plain_blobs(local, parquet, name, groups, source=path)
+            if raw is not None:
+                found[name] = raw.view(np.dtype(dtype)).reshape(len(raw), *shape)
+            continue
+        try:
+            values = read_lists(local, parquet, name, shape, np.dtype(dtype), groups, path)
+        except ValueError as err:
+            raise FormatError(path, str(err)) from err
+        if values is not None:
+            found[name] = values
+    return found
 
 
 def count_split_rows(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -109,7 +109,8 @@ def encode_blob(column: str, values: np.ndarray) -> pa.FixedSizeBinaryArray:
     if arr.shape[1:] != shape:
         raise ValueError(f"column {column!r} needs rows of shape {shape}, got {arr.shape[1:]}")
     width = int(arr.itemsize * np.prod(shape))
-    buf = pa.py_buffer(arr.reshape(len(arr), -1).view(np.uint8))
+    # An explicit row width: reshape(0, -1) of an empty batch is ambiguous for numpy.
+    buf = pa.py_buffer(arr.reshape(len(arr), int(np.prod(shape))).view(np.uint8))
     return pa.Array.from_buffers(pa.binary(width), len(arr), [None, buf])
 
 

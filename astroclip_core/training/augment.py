@@ -11,6 +11,19 @@ Spectrum:
   the embeddings weigh shape (colours, lines, redshift) more;
 - pixels with mask != 0 or ivar == 0 are marked invalid; the encoder replaces them with the
   spectrum's own mean after standardisation (see ``astroclip_core.model.spectrum``);
+- options for spectra unlike the training set's (real DESI spectra for a model trained on the
+  sample sky), all off by default so that the default batches do not change:
+
+  - ``spectrum_noise_jitter_dex``: the added noise's sigma x 10^u per spectrum, u uniform in
+    +-that and floored at 0 (noise cannot be taken away): a range of depths, so that the S/N
+    tells less of the redshift than in the flux-limited training set;
+  - ``spectrum_sky_residual_scale``: at sky-line pixels (sigma above ``SKY_SIGMA_RATIO`` x the
+    spectrum's median sigma: the strong lines and the OH forest, wherever the ivar has them),
+    residuals of that many sigma, correlated over ``SKY_RESIDUAL_PIX`` pixels (a line-wide
+    misfit, not white noise);
+  - ``spectrum_mask_runs``: up to that many runs of up to ``spectrum_mask_run_max_pix``
+    pixels per spectrum masked (bad columns, cosmic rays, dead-arm stretches);
+
 - with ``view=True``, a second copy of each spectrum with its own noise draw (same sigma, no
   flux scale: the line scan standardises it away), the scan view's input
   (``astroclip_core.model.config.ScanViewConfig``). Independent noise keeps the two views from
@@ -43,6 +56,35 @@ class AugmentConfig:
     # cue for matching a pair), which dilutes k-NN in redshift: tiny, 1200 steps, default sky,
     # spectrum-embedding redshift R2 0.913 without, 0.937 with (one run each).
     spectrum_scale_jitter_dex: float = 0.3
+    # Options for transfer to real spectra (module docstring); 0 = off.
+    spectrum_noise_jitter_dex: float = 0.0
+    spectrum_sky_residual_scale: float = 0.0
+    spectrum_mask_runs: int = 0
+    spectrum_mask_run_max_pix: int = 100
+
+    def __post_init__(self) -> None:
+        for name in (
+            "spectrum_noise_scale",
+            "spectrum_scale_jitter_dex",
+            "spectrum_noise_jitter_dex",
+            "spectrum_sky_residual_scale",
+            "spectrum_mask_runs",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"augment {name} must be >= 0, got {getattr(self, name)}")
+        if self.spectrum_mask_run_max_pix < 1:
+            raise ValueError(
+                f"augment spectrum_mask_run_max_pix must be >= 1, got "
+                f"{self.spectrum_mask_run_max_pix}"
+            )
+
+
+# A pixel is a sky-line pixel when its sigma exceeds this many times the spectrum's median
+# sigma over valid pixels (sky lines raise the variance several-fold; arm ends too).
+SKY_SIGMA_RATIO = 1.5
+# Sky residuals are correlated over about the line profile: DESI's LSF FWHM is ~1.8 A (2-3
+# pixels of 0.8 A); a 5-pixel box keeps the residual one line wide.
+SKY_RESIDUAL_PIX = 5
 
 
 @dataclass(frozen=True)
@@ -120,11 +162,69 @@ def train_inputs(
         return clean + config.spectrum_noise_scale * sigma * torch.randn(clean.shape, generator=gen)
 
     flux = noisy()
+    scale = torch.ones(len(flux), 1)  # (B, 1) per-spectrum flux scale
     if config.spectrum_scale_jitter_dex > 0:
         u = (2 * torch.rand(len(flux), 1, generator=gen) - 1) * config.spectrum_scale_jitter_dex
-        flux = flux * 10**u  # (B, 1) per-spectrum scale
+        scale = 10**u
+        flux = flux * scale
     view_flux = noisy() if view else None  # drawn last: the other draws do not depend on view
-    return ModelInputs(image_nmgy=image, flux=flux, valid=_valid(batch), view_flux=view_flux)
+    valid = _valid(batch)
+    # The transfer options draw after everything else, and only when on: with them off a
+    # step's batch is the same as before they existed.
+    if config.spectrum_noise_jitter_dex > 0 and config.spectrum_noise_scale > 0:
+        flux = flux + scale * _extra_noise(sigma, config, gen)
+    if config.spectrum_sky_residual_scale > 0:
+        flux = flux + scale * sky_residuals(sigma, valid, config.spectrum_sky_residual_scale, gen)
+    if config.spectrum_mask_runs > 0:
+        valid = valid & ~random_mask_runs(
+            valid.shape, config.spectrum_mask_runs, config.spectrum_mask_run_max_pix, gen
+        )
+    return ModelInputs(image_nmgy=image, flux=flux, valid=valid, view_flux=view_flux)
+
+
+def _extra_noise(sigma: torch.Tensor, config: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """(B, L) noise that turns the added noise's sigma s into s x 10^u per spectrum (u uniform
+    in +-``spectrum_noise_jitter_dex``): extra variance s^2 (10^2u - 1) where u > 0, and none
+    where u <= 0 (noise already added cannot be taken away; the bright end comes from the
+    training set's own spread)."""
+    b = len(sigma)
+    u = (2 * torch.rand(b, 1, generator=gen) - 1) * config.spectrum_noise_jitter_dex  # (B, 1)
+    extra = (10 ** (2 * u.clamp_min(0)) - 1).sqrt() * config.spectrum_noise_scale
+    return extra * sigma * torch.randn(sigma.shape, generator=gen)
+
+
+def sky_residuals(
+    sigma: torch.Tensor, valid: torch.Tensor, scale: float, gen: torch.Generator
+) -> torch.Tensor:
+    """(B, L) residuals of ``scale`` x sigma at sky-line pixels, 0 elsewhere.
+
+    Sky-line pixels: sigma > ``SKY_SIGMA_RATIO`` x the spectrum's median sigma over valid
+    pixels. The residual is unit-variance noise smoothed over ``SKY_RESIDUAL_PIX`` pixels
+    (then rescaled to unit variance), so each line gets a one-line-wide misfit of random sign.
+    """
+    big = torch.where(valid, sigma, torch.nan)
+    median = big.nanmedian(dim=1, keepdim=True).values.nan_to_num(0.0)  # (B, 1)
+    sky = valid & (sigma > SKY_SIGMA_RATIO * median)  # (B, L)
+    white = torch.randn(sigma.shape, generator=gen)
+    smooth = torch.nn.functional.avg_pool1d(
+        white[:, None], SKY_RESIDUAL_PIX, stride=1, padding=SKY_RESIDUAL_PIX // 2,
+        count_include_pad=False,
+    )[:, 0] * SKY_RESIDUAL_PIX**0.5  # fmt: skip
+    return torch.where(sky, scale * sigma * smooth, torch.zeros(()))
+
+
+def random_mask_runs(
+    shape: tuple[int, int], max_runs: int, max_pix: int, gen: torch.Generator
+) -> torch.Tensor:
+    """(B, L) bool: per row, 0..``max_runs`` runs of 1..``max_pix`` pixels at random places."""
+    b, length = shape
+    n_runs = torch.randint(0, max_runs + 1, (b, 1), generator=gen)  # (B, 1)
+    start = torch.randint(0, length, (b, max_runs), generator=gen)  # (B, R)
+    width = torch.randint(1, max_pix + 1, (b, max_runs), generator=gen)
+    used = torch.arange(max_runs)[None, :] < n_runs  # (B, R) the first n_runs runs count
+    pix = torch.arange(length)[None, None, :]  # (1, 1, L)
+    inside = (pix >= start[..., None]) & (pix < (start + width)[..., None]) & used[..., None]
+    return inside.any(dim=1)
 
 
 def eval_inputs(batch: PairArrays, crop_pix: int) -> ModelInputs:

@@ -2,8 +2,9 @@
 
 **Source.** A training set is a list of Parquet files (:func:`source_files` takes them from a
 :class:`TrainConfig`): the pairs table's partition files, or the ``train`` shards of the
-published Hugging Face dataset. :mod:`astroclip_core.tables.pairs` reads and decodes both; this
-module only orders, batches and prefetches.
+published Hugging Face dataset. :mod:`astroclip_core.tables.pairs` reads and decodes both (page
+checksums verified); this module orders, batches and prefetches, and checks each batch's
+pixels for non-finite values (a FormatError names the file), once per row it yields.
 
 **Order.** An epoch's order is a *block shuffle*, a pure function of (seed, epoch, rank): the
 units of the set are permuted, consecutive units are grouped into windows of at least
@@ -29,8 +30,8 @@ last batch. When all the rows a read decodes fit in ``cache_max_bytes`` the load
 across epochs instead (small sets; after the first epoch a batch costs one gather copy).
 
 **Prefetch.** With ``prefetch_batches > 0`` a background thread reads, decodes and gathers the
-coming batches into a queue of that depth while the caller runs its step (Arrow's reads and
-numpy's copies release the GIL). Batches never depend on timing.
+coming batches into a queue of that depth while the caller runs its step (the reads and
+numpy's copies run mostly outside the GIL). Batches never depend on timing.
 
 **Resume.** :meth:`PairsLoader.iter_from` (a global step) and :meth:`PairsLoader.iter_epoch`
 (an epoch and batch) compute the order and start at that batch, reading nothing before it, so
@@ -48,10 +49,12 @@ from typing import get_args
 import numpy as np
 import pyarrow as pa
 
+from astroclip_core.formats import FormatError
 from astroclip_core.publish.info import list_shards
 from astroclip_core.tables.pairs import (
     PAIR_ARRAY_COLUMNS,
     PairArrays,
+    check_finite_pairs,
     count_split_rows,
     list_pairs_files,
     read_pairs_split,
@@ -226,6 +229,11 @@ def _empty_batch(n: int, like: PairArrays) -> PairArrays:
     return PairArrays(*arrays)
 
 
+def _row_bytes(array: np.ndarray) -> np.ndarray:
+    """(N, bytes per row) uint8 view of a C-contiguous (N, ...) array."""
+    return array.reshape(len(array), -1).view(np.uint8)
+
+
 class PairsLoader:
     """This rank's batches of training pairs, epoch by epoch (see the module docstring).
 
@@ -347,16 +355,36 @@ class PairsLoader:
             src = split_rows[rows[units == u]]
             batch = batch if batch is not None else _empty_batch(self.batch_size, arrays)
             for c in PAIR_ARRAY_COLUMNS:
-                out = getattr(batch, c)[start : start + len(src)]
-                np.take(getattr(arrays, c), src, axis=0, out=out)
+                # rows as bytes: a blob read from its Parquet page is a view of the mapped file
+                # at any byte offset, and numpy copies unaligned float32 item by item
+                out = _row_bytes(getattr(batch, c)[start : start + len(src)])
+                np.take(_row_bytes(getattr(arrays, c)), src, axis=0, out=out)
             start += len(src)
         assert batch is not None  # a batch has at least one row
+        try:
+            # once per batch, over the rows it holds (aligned and just copied: a fast pass)
+            check_finite_pairs(batch, "<batch>")
+        except FormatError:
+            self._raise_non_finite(batch, np.sort(units))
         return batch
+
+    def _raise_non_finite(self, batch: PairArrays, units: np.ndarray) -> None:
+        # units (B,): the unit of each batch row, in batch order; name the first bad row's file
+        for c in ("image", "flux", "ivar"):
+            values = getattr(batch, c)
+            bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+            if bad.any():
+                path = self.index.files[int(self.units.file[units[int(np.argmax(bad))]])]
+                n = int(np.count_nonzero(~np.isfinite(values[bad])))
+                raise FormatError(path, f"column {c!r} has {n} non-finite values")
+        raise FormatError(self.index.files[int(self.units.file[units[0]])], "non-finite values")
 
     def _read(self, u: int) -> tuple[PairArrays, np.ndarray]:
         group = int(self.units.group[u])
         path = self.index.files[int(self.units.file[u])]
-        return read_pairs_split(path, self.index.split, None if group < 0 else (group,))
+        # finiteness is checked per batch (_gather), on the rows the loader yields
+        groups = None if group < 0 else (group,)
+        return read_pairs_split(path, self.index.split, groups, check_finite=False)
 
     def _prefetched(self, batches: Generator[PairArrays]) -> Iterator[PairArrays]:
         """``batches``, produced ``prefetch_batches`` ahead in a background thread."""
