@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from astroclip_core.formats.legacysurvey import read_cutout
 from astroclip_core.releases import KNOWN_RELEASES
 from astroclip_core.samplesky.cutouts import CutoutRenderer, CutoutRequest
 from astroclip_core.samplesky.generate import truth_path
+from astroclip_core.samplesky.render_worker import RENDER_PROCESSES_ENV, default_render_processes
 from astroclip_core.samplesky.server import SampleSkyServer, serve_sample_sky
 from astroclip_core.sources import layout
 
@@ -186,3 +188,49 @@ def test_stamps_show_red_bulges_in_bluer_discs(tmp_path_factory: pytest.TempPath
     single = gradients()
     # The bulge is old and the disc holds the young stars: the core is redder in g-r.
     assert np.all(with_bulges > single + 0.04), (with_bulges, single)
+
+
+def _galaxy_queries(root: Path, n: int) -> list[str]:
+    truth = pq.read_table(truth_path(root, "edr")).to_pydict()
+    rows = [k for k, ra in enumerate(truth["ls_ra"]) if ra][:n]
+    return [layout.cutout_query(truth["ls_ra"][k], truth["ls_dec"][k], size_pix=40) for k in rows]
+
+
+def test_worker_processes_draw_the_same_bytes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The pool of render processes returns what the request threads draw, byte for byte."""
+    root = tiny_sky_root(tmp_path_factory)
+    queries = _galaxy_queries(root, 6)
+    with serve_sample_sky(root, render_processes=1) as plain:
+        expected = [_get(f"{plain.cutout_url}?{q}")[2] for q in queries]
+    with serve_sample_sky(root, render_processes=2) as pooled:
+        with ThreadPoolExecutor(4) as ex:
+            got = list(ex.map(lambda q: _get(f"{pooled.cutout_url}?{q}"), queries))
+        workers = list(pooled._httpd.pool._idle.queue)  # type: ignore[union-attr]
+    assert [status for status, _, _ in got] == [200] * len(queries)
+    assert [body for _, _, body in got] == expected
+    # both workers were used, and stop() ended them
+    assert 1 <= len(workers) <= 2 and all(w.proc.poll() is not None for w in workers)
+
+
+def test_a_killed_render_worker_costs_no_request(tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = tiny_sky_root(tmp_path_factory)
+    first, second = _galaxy_queries(root, 2)
+    with serve_sample_sky(root, render_processes=2) as srv:
+        assert _get(f"{srv.cutout_url}?{first}")[0] == 200
+        pool = srv._httpd.pool  # type: ignore[union-attr]
+        (worker,) = list(pool._idle.queue)
+        worker.proc.kill()
+        worker.proc.wait()
+        status, _, body = _get(f"{srv.cutout_url}?{second}")
+        assert status == 200 and read_cutout(body).shape == (3, 40, 40)
+        # the dead worker was dropped; the next request starts a fresh one
+        assert _get(f"{srv.cutout_url}?{first}")[0] == 200
+        assert all(w.proc.poll() is None for w in pool._idle.queue)
+
+
+def test_render_processes_variable_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(RENDER_PROCESSES_ENV, "3")
+    assert default_render_processes() == 3
+    monkeypatch.setenv(RENDER_PROCESSES_ENV, "two")
+    with pytest.raises(ValueError, match="ASTROCLIP_SAMPLESKY_RENDER_PROCESSES='two'"):
+        default_render_processes()

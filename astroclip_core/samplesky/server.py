@@ -9,7 +9,8 @@ parameters get a 400 with a message. DR9 coadd bricks and brick tables
 (``<region>/coadd/...``, ``survey-bricks.fits.gz``) are drawn on their first request and kept
 on disk (:mod:`astroclip_core.samplesky.bricks`); a brick the survey does not have is a 404.
 Coadd files the generator left out are drawn on request and served, and listed, like files on
-disk (:mod:`astroclip_core.samplesky.lazy`).
+disk (:mod:`astroclip_core.samplesky.lazy`). Cutouts are drawn by a pool of worker processes
+(:mod:`astroclip_core.samplesky.render_worker`), as the real viewer serves from many.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from astroclip_core.formats.legacysurvey import write_cutout
 from astroclip_core.samplesky.cutouts import CutoutRenderer, CutoutRequest
 from astroclip_core.samplesky.lazy import LazyCoadds, RenderMismatchError
+from astroclip_core.samplesky.render_worker import RenderPool, default_render_processes
 from astroclip_core.sources import layout
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -92,7 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as err:
             self._error(HTTPStatus.BAD_REQUEST, f"bad cutout request: {err}", head)
             return
-        image = self.server.renderer.render(req)
+        image = self.server.pool.render(req)
         body = write_cutout(image, req.ra_deg, req.dec_deg, req.pixscale_arcsec, req.bands)
         self._send(HTTPStatus.OK, body, "image/fits", head)
 
@@ -209,20 +211,34 @@ def _listing(url_path: str, folder: Path, drawn: dict[str, int] | None = None) -
 class _SkyHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], root: Path) -> None:
+    def __init__(self, address: tuple[str, int], root: Path, render_processes: int) -> None:
         super().__init__(address, _Handler)
         self.root = root.resolve()
         self.renderer = CutoutRenderer(root)
         self.lazy = LazyCoadds(root)
+        self.pool = RenderPool(self.root, self.renderer, render_processes)
 
 
 class SampleSkyServer:
-    """The running (or startable) server; use as a context manager or call start/stop."""
+    """The running (or startable) server; use as a context manager or call start/stop.
 
-    def __init__(self, root: Path | str, host: str = "127.0.0.1", port: int = 0) -> None:
+    ``render_processes``: cutout worker processes (None: ``default_render_processes()``,
+    ``$ASTROCLIP_SAMPLESKY_RENDER_PROCESSES`` or min(4, cores)).
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        render_processes: int | None = None,
+    ) -> None:
         self.root = Path(root)
         self.host = host
         self.port = port
+        self.render_processes = (
+            default_render_processes() if render_processes is None else render_processes
+        )
         self._httpd: _SkyHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -253,7 +269,7 @@ class SampleSkyServer:
         if self._httpd is not None:
             return self
         try:
-            self._httpd = _SkyHTTPServer((self.host, self.port), self.root)
+            self._httpd = _SkyHTTPServer((self.host, self.port), self.root, self.render_processes)
         except OSError as err:
             if err.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
                 raise
@@ -273,6 +289,7 @@ class SampleSkyServer:
             return
         self._httpd.shutdown()
         self._httpd.server_close()
+        self._httpd.pool.close()
         if self._thread is not None:
             self._thread.join()
         self._httpd, self._thread = None, None
@@ -289,9 +306,11 @@ class SampleSkyServer:
         self.stop()
 
 
-def serve_sample_sky(root: Path | str, host: str = "127.0.0.1", port: int = 0) -> SampleSkyServer:
+def serve_sample_sky(
+    root: Path | str, host: str = "127.0.0.1", port: int = 0, render_processes: int | None = None
+) -> SampleSkyServer:
     """A server for the sample sky under ``root``: ``with serve_sample_sky(root) as srv: ...``."""
-    return SampleSkyServer(root, host, port)
+    return SampleSkyServer(root, host, port, render_processes)
 
 
 __all__ = ["SampleSkyServer", "serve_sample_sky"]
