@@ -173,7 +173,8 @@ def embed_spectra(
         rows = slice(start, start + batch_size)
         f = torch.from_numpy(np.ascontiguousarray(flux[rows])).to(device)
         v = torch.from_numpy(np.ascontiguousarray(valid[rows])).to(device)
-        out[rows] = model.encode_spectrum(f, v).cpu().numpy()
+        w = torch.from_numpy(np.ascontiguousarray(ivar[rows], dtype=np.float32)).to(device)
+        out[rows] = model.encode_spectrum(f, v, w).cpu().numpy()
     return out
 
 

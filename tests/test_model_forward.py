@@ -207,3 +207,69 @@ def test_cpu_bf16_attention_matches_scaled_dot_product_attention() -> None:
     for a, b in zip(grads, want_grads, strict=True):
         assert torch.allclose(a.float(), b, atol=0.1, rtol=0.05)
     assert torch.equal(attention(*exact), want)  # float32: SDPA unchanged
+
+
+def _ivar_weighted_model():
+    from dataclasses import replace
+
+    cfg = micro_model_config()
+    cfg = replace(cfg, spectrum=replace(cfg.spectrum, pixel_weight="ivar"))
+    torch.manual_seed(0)
+    return build_model(cfg).eval()
+
+
+def test_ivar_pixel_weight_discounts_noisy_pixels() -> None:
+    """With pixel_weight="ivar", a spike where the ivar says the pixel is 10^4 times noisier
+    than usual moves the embedding far less than the same spike on a typical pixel."""
+    weighted = _ivar_weighted_model()
+    _, flux, valid = _inputs()
+    ivar = torch.ones_like(flux)
+    sky = slice(3000, 3010)  # a "sky line": ten pixels with 1e-4 of the typical ivar
+    ivar[:, sky] = 1e-4
+    spiked = flux.clone()
+    spiked[:, sky] += 50.0
+    with torch.no_grad():
+        base = weighted.encode_spectrum(flux, valid, ivar)
+        on_sky = weighted.encode_spectrum(spiked, valid, ivar)
+        typical = weighted.encode_spectrum(spiked, valid, torch.ones_like(flux))
+    moved_sky = (on_sky - base).norm(dim=1)
+    moved_typical = (typical - base).norm(dim=1)
+    assert torch.all(moved_sky < 0.05 * moved_typical), (moved_sky, moved_typical)
+    with pytest.raises(ValueError, match="pass ivar"):
+        weighted.encode_spectrum(flux, valid)
+
+
+def test_ivar_pixel_weight_with_uniform_ivar_is_the_valid_mask(model) -> None:
+    """Uniform ivar gives every valid pixel weight 1: the same embedding as pixel_weight="valid"
+    (same seed, same parameters), whatever the ivar's level."""
+    weighted = _ivar_weighted_model()
+    _, flux, valid = _inputs()
+    with torch.no_grad():
+        plain = model.encode_spectrum(flux, valid)
+        for level in (1.0, 37.5):
+            got = weighted.encode_spectrum(flux, valid, torch.full_like(flux, level))
+            assert torch.allclose(got, plain, atol=1e-5)
+    with pytest.raises(ValueError, match="pixel_weight must be"):
+        from astroclip_core.model.config import SpectrumEncoderConfig
+
+        SpectrumEncoderConfig(width=8, depth=1, n_heads=1, pixel_weight="sqrt")
+
+
+def test_embed_spectra_passes_the_ivar_to_a_weighted_encoder() -> None:
+    """The user-facing embed_spectra (and so the transfer check) weighs pixels as training did."""
+    import numpy as np
+
+    from astroclip_core.embed import embed_spectra
+
+    weighted = _ivar_weighted_model()
+    _, flux, valid = _inputs(b=3)
+    ivar = np.ones(flux.shape, dtype=np.float32)
+    mask = (~valid.numpy()).astype(np.int32)
+    noisy_ivar = ivar.copy()
+    noisy_ivar[:, 2000:4000] = 1e-3
+    same = embed_spectra(weighted, flux.numpy(), ivar, mask)
+    with torch.no_grad():
+        direct = weighted.encode_spectrum(flux, valid, torch.from_numpy(ivar)).numpy()
+    np.testing.assert_allclose(same, direct, atol=1e-5)
+    other = embed_spectra(weighted, flux.numpy(), noisy_ivar, mask)
+    assert np.abs(other - same).max() > 1e-3

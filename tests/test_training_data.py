@@ -156,6 +156,8 @@ def test_spectrum_noise_follows_ivar_and_spares_masked_pixels() -> None:
     pulls = delta[ivar > 0] * ivar[ivar > 0].sqrt()
     assert 0.97 < pulls.std().item() < 1.03
     assert torch.equal(noisy.valid, torch.from_numpy((batch.mask == 0) & (batch.ivar > 0)))
+    # the catalogue's ivar travels with the batch, for SpectrumEncoderConfig.pixel_weight="ivar"
+    assert noisy.ivar is not None and torch.equal(noisy.ivar, ivar)
 
 
 def test_eval_inputs_are_the_centre_crop_without_noise() -> None:
@@ -163,6 +165,7 @@ def test_eval_inputs_are_the_centre_crop_without_noise() -> None:
     inputs = eval_inputs(batch, 144)
     assert torch.equal(inputs.image_nmgy, torch.from_numpy(batch.image[:, :, 4:148, 4:148]))
     assert torch.equal(inputs.flux, torch.from_numpy(batch.flux))
+    assert inputs.ivar is not None and torch.equal(inputs.ivar, torch.from_numpy(batch.ivar))
 
 
 def test_spectrum_scale_jitter_scales_each_spectrum_as_a_whole() -> None:

@@ -68,17 +68,22 @@ class AstroClipModel(nn.Module):
         """(B, 3, H, W) -> (B, D) un-normalised image embedding."""
         return self.image_head(self.image_encoder(image_nmgy))
 
-    def spectrum_features(self, flux: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """(B, L), (B, L) -> (B, D) un-normalised spectrum embedding."""
-        return self.spectrum_head(self.spectrum_encoder(flux, valid))
+    def spectrum_features(
+        self, flux: torch.Tensor, valid: torch.Tensor, ivar: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, L), (B, L) [, (B, L) ivar] -> (B, D) un-normalised spectrum embedding."""
+        return self.spectrum_head(self.spectrum_encoder(flux, valid, ivar))
 
     def encode_image(self, image_nmgy: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, D) L2-normalised."""
         return F.normalize(self.image_features(image_nmgy).float(), dim=-1)
 
-    def encode_spectrum(self, flux: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """(B, L), (B, L) -> (B, D) L2-normalised."""
-        return F.normalize(self.spectrum_features(flux, valid).float(), dim=-1)
+    def encode_spectrum(
+        self, flux: torch.Tensor, valid: torch.Tensor, ivar: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, L), (B, L) [, (B, L) ivar] -> (B, D) L2-normalised. ``ivar`` is needed when
+        the encoder weighs pixels by it (``SpectrumEncoderConfig.pixel_weight="ivar"``)."""
+        return F.normalize(self.spectrum_features(flux, valid, ivar).float(), dim=-1)
 
     def forward(
         self,
@@ -86,12 +91,14 @@ class AstroClipModel(nn.Module):
         flux: torch.Tensor,
         valid: torch.Tensor,
         view_flux: torch.Tensor | None = None,
+        ivar: torch.Tensor | None = None,
     ) -> LossTerms:
         """Loss terms of one batch of pairs (row i of each input is the same galaxy).
 
-        ``view_flux`` (B, L) is required when the scan view is on, and ignored otherwise.
+        ``view_flux`` (B, L) is required when the scan view is on, and ignored otherwise;
+        ``ivar`` (B, L) when the spectrum encoder weighs pixels by it.
         """
-        spectrum = self.spectrum_features(flux, valid)
+        spectrum = self.spectrum_features(flux, valid, ivar)
         terms = self.loss(self.image_features(image_nmgy), spectrum)
         if self.scan_view_head is None:
             return terms
@@ -100,7 +107,7 @@ class AstroClipModel(nn.Module):
                 f"the scan view needs view_flux shaped like flux {tuple(flux.shape)}, got "
                 f"{None if view_flux is None else tuple(view_flux.shape)}"
             )
-        scan = self.spectrum_encoder.line_scan(view_flux, valid)  # (B, n_z * C), no parameters
+        scan = self.spectrum_encoder.line_scan(view_flux, valid, ivar)  # (B, n_z * C), fixed
         view = self.scan_view_head(scan)
         # The view term uses the image-spectrum logit scale (detached in LossTerms): only the
         # image-spectrum term trains the scale. Under DDP info_nce all-gathers both (B, D)

@@ -119,10 +119,21 @@ class SpectrumEncoderConfig:
     # in another survey's selection (issue 16 §4: a real LRG's predicted z followed its
     # assumed brightness); the spectrum's noise itself still shows S/N.
     stats_token: str = "full"
+    # How much each pixel counts, in the standardisation, the slices and the line scan:
+    # "valid" 1 for a valid pixel, 0 otherwise; "ivar" also scales valid pixels by
+    # min(1, sqrt(ivar / the spectrum's median valid ivar)), so pixels noisier than the
+    # spectrum's typical one (sky lines, the OH forest, arm ends) are shrunk toward the
+    # spectrum's mean as a redshift fitter's inverse-variance weights would discount them.
+    # Without it the encoder never sees the ivar, and a sky-line residual looks like a line.
+    pixel_weight: str = "valid"
 
     def __post_init__(self) -> None:
         if self.stats_token not in ("full", "none"):
             raise ValueError(f"stats_token must be 'full' or 'none', got {self.stats_token!r}")
+        if self.pixel_weight not in ("valid", "ivar"):
+            raise ValueError(
+                f"pixel_weight must be 'valid' or 'ivar', got {self.pixel_weight!r}"
+            )
         if self.position not in ("learned", "loglambda"):
             raise ValueError(f"position must be 'learned' or 'loglambda', got {self.position!r}")
         if self.grid not in ("linear", "loglambda"):

@@ -38,6 +38,25 @@ def standardise(flux: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, 
     return x, stats
 
 
+def pixel_weights(
+    valid: torch.Tensor, ivar: torch.Tensor | None, how: str
+) -> torch.Tensor:  # (B, L) float32 in [0, 1]
+    """Per-pixel weights of (B, L) ``valid`` (bool) under ``SpectrumEncoderConfig.pixel_weight``.
+
+    "valid": valid as 0/1. "ivar": valid x min(1, sqrt(ivar / m)), m the row's median ivar over
+    valid pixels; needs ``ivar`` (B, L). Raises ValueError when "ivar" gets no ivar.
+    """
+    w = valid.float()
+    if how == "valid":
+        return w
+    if ivar is None:
+        raise ValueError("this spectrum encoder weighs pixels by ivar (pixel_weight='ivar'): pass ivar")
+    ivar = ivar.float().clamp_min(0.0)
+    typical = torch.where(valid, ivar, torch.nan).nanmedian(dim=1, keepdim=True).values  # (B, 1)
+    typical = typical.nan_to_num(1.0).clamp_min(1e-30)
+    return w * (ivar / typical).sqrt().clamp(max=1.0)
+
+
 # Angular frequencies (per unit ln lambda) of the fixed encoding: from 1 (the whole 3600-9824 A
 # range is ~1 in ln lambda) to 3000 (a 0.0003 shift, ~1 A, turns the finest pair by ~1 rad).
 LOGLAMBDA_OMEGA_RANGE = (1.0, 3000.0)
@@ -123,26 +142,33 @@ class SpectrumEncoder(nn.Module):
             nn.init.trunc_normal_(self.scan_pos_embed, std=0.02)
         self.transformer = Transformer(config.width, config.depth, config.n_heads, config.mlp_ratio)
 
-    def line_scan(self, flux: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """(B, L) flux and valid -> (B, n_z * N_CHANNELS) line-scan responses (trial z major).
+    def line_scan(
+        self, flux: torch.Tensor, valid: torch.Tensor, ivar: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, L) flux and valid (and ivar) -> (B, n_z * N_CHANNELS) line-scan responses
+        (trial z major).
 
         The responses are in units of the standardised spectrum's std (S/N-like for white
-        noise); see :mod:`astroclip_core.model.linescan`.
+        noise); see :mod:`astroclip_core.model.linescan`. ``ivar`` is needed with
+        ``pixel_weight="ivar"``.
         """
         if not self.config.line_scan_n_z:
             raise ValueError("this spectrum encoder has no line scan (line_scan_n_z = 0)")
-        x, _ = standardise(flux.float(), valid)
+        x, _ = standardise(flux.float(), pixel_weights(valid, ivar, self.config.pixel_weight))
         return x @ self.line_scan_kernels
 
-    def forward(self, flux: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Encode spectra on the ``n_wavelength`` grid (flux in any linear unit)."""
+    def forward(
+        self, flux: torch.Tensor, valid: torch.Tensor, ivar: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Encode spectra on the ``n_wavelength`` grid (flux in any linear unit); ``ivar``
+        (B, L) is needed with ``pixel_weight="ivar"`` and ignored otherwise."""
         cfg = self.config
         if flux.ndim != 2 or flux.shape[1] != cfg.n_wavelength or valid.shape != flux.shape:
             raise ValueError(
                 f"flux and valid must both be (B, {cfg.n_wavelength}), "
                 f"got {tuple(flux.shape)} and {tuple(valid.shape)}"
             )
-        x, stats = standardise(flux.float(), valid)
+        x, stats = standardise(flux.float(), pixel_weights(valid, ivar, cfg.pixel_weight))
         if cfg.stats_token == "none":
             stats = torch.zeros_like(stats)  # (B, 2): no flux level, no continuum S/N
         scan_tokens = None

@@ -95,13 +95,14 @@ class ModelInputs:
     flux: torch.Tensor  # (B, L) float32
     valid: torch.Tensor  # (B, L) bool
     view_flux: torch.Tensor | None = None  # (B, L) float32, the scan view's noise draw
+    ivar: torch.Tensor | None = None  # (B, L) float32, the catalogue's (pixel_weight="ivar")
 
     def to(self, device: torch.device | str) -> ModelInputs:
         """The same batch on ``device`` (non-blocking copies)."""
         return ModelInputs(
             *(
                 None if t is None else t.to(device, non_blocking=True)
-                for t in (self.image_nmgy, self.flux, self.valid, self.view_flux)
+                for t in (self.image_nmgy, self.flux, self.valid, self.view_flux, self.ivar)
             )
         )
 
@@ -179,7 +180,9 @@ def train_inputs(
         valid = valid & ~random_mask_runs(
             valid.shape, config.spectrum_mask_runs, config.spectrum_mask_run_max_pix, gen
         )
-    return ModelInputs(image_nmgy=image, flux=flux, valid=valid, view_flux=view_flux)
+    # ivar as catalogued: the added noise scales every pixel's variance alike, so the
+    # relative weights it gives (SpectrumEncoderConfig.pixel_weight) are unchanged.
+    return ModelInputs(image_nmgy=image, flux=flux, valid=valid, view_flux=view_flux, ivar=ivar)
 
 
 def _extra_noise(sigma: torch.Tensor, config: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
@@ -230,4 +233,9 @@ def random_mask_runs(
 def eval_inputs(batch: PairArrays, crop_pix: int) -> ModelInputs:
     """Un-augmented model inputs (centre crop, no noise), for embeddings and evaluation."""
     image = centre_crop(torch.from_numpy(batch.image), crop_pix).contiguous()
-    return ModelInputs(image_nmgy=image, flux=torch.from_numpy(batch.flux), valid=_valid(batch))
+    return ModelInputs(
+        image_nmgy=image,
+        flux=torch.from_numpy(batch.flux),
+        valid=_valid(batch),
+        ivar=torch.from_numpy(batch.ivar),
+    )

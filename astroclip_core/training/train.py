@@ -268,9 +268,11 @@ def train_step(
     """
     with autocast:
         if inputs.view_flux is None:
-            terms = forward(inputs.image_nmgy, inputs.flux, inputs.valid)
+            terms = forward(inputs.image_nmgy, inputs.flux, inputs.valid, ivar=inputs.ivar)
         else:
-            terms = forward(inputs.image_nmgy, inputs.flux, inputs.valid, inputs.view_flux)
+            terms = forward(
+                inputs.image_nmgy, inputs.flux, inputs.valid, inputs.view_flux, ivar=inputs.ivar
+            )
     optimizer.zero_grad(set_to_none=True)
     terms.loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
