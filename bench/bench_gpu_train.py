@@ -233,7 +233,9 @@ def synthetic_batch(
     view = None  # the scan view's second noise draw, for presets that train with it
     if config.scan_view.weight > 0:
         view = flux + 0.1 * torch.randn((batch_size, n_wave), **kw)
-    return ModelInputs(image_nmgy=image, flux=flux, valid=valid, view_flux=view)
+    # ivar 1/0.5^2, a tenth of the pixels at a tenth of it (sky lines), for pixel_weight="ivar"
+    ivar = torch.where(torch.rand((batch_size, n_wave), **kw) < 0.1, 0.4, 4.0)  # (B, L)
+    return ModelInputs(image_nmgy=image, flux=flux, valid=valid, view_flux=view, ivar=ivar)
 
 
 def _matmul_weights(module: nn.Module) -> int:
@@ -292,9 +294,11 @@ def count_flops_per_pair(
     with counter:
         with autocast:
             if inputs.view_flux is None:
-                terms = model(inputs.image_nmgy, inputs.flux, inputs.valid)
+                terms = model(inputs.image_nmgy, inputs.flux, inputs.valid, ivar=inputs.ivar)
             else:
-                terms = model(inputs.image_nmgy, inputs.flux, inputs.valid, inputs.view_flux)
+                terms = model(
+                    inputs.image_nmgy, inputs.flux, inputs.valid, inputs.view_flux, ivar=inputs.ivar
+                )
         terms.loss.backward()
     model.zero_grad(set_to_none=True)
     by_op = {str(op): n / b for op, n in counter.get_flop_counts().get("Global", {}).items()}

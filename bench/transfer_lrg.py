@@ -5,10 +5,10 @@ Check the model of a finished ``astroclip run`` (its current model, or ``--model
 
     .venv/bin/python bench/transfer_lrg.py --storage /tmp/x/storage
 
-Train a variant with training options on the same run's pairs (under the shared lock: it is
-a full training), embed every partition, evaluate it, and check it::
+Train a variant with training options on the same run's pairs (a full training: minutes on
+two cores), embed every partition, evaluate it, and check it::
 
-    flock /tmp/h/heavy.lock .venv/bin/python bench/transfer_lrg.py --storage /tmp/x/storage \\
+    .venv/bin/python bench/transfer_lrg.py --storage /tmp/x/storage \\
         --train tiny-aug --augment spectrum_sky_residual_scale=1.0 spectrum_mask_runs=3
 
 The variant becomes the release's current model (``current.json``) in that data root.
@@ -68,6 +68,7 @@ def train_variant(
     augment: AugmentConfig,
     steps: int | None,
     spectrum: list[str],
+    seed: int = 0,
 ) -> None:
     """Train ``name`` with ``augment`` on the release's pairs (TrainConfig's other defaults),
     embed every partition with it and write its evaluation report."""
@@ -79,7 +80,7 @@ def train_variant(
 
     config = TrainConfig(
         out_dir=layout.model_dir(release, name), pairs_dir=layout.pairs_dir(release),
-        augment=augment, model=_model(spectrum), **({"steps": steps} if steps else {}),
+        augment=augment, model=_model(spectrum), seed=seed, **({"steps": steps} if steps else {}),
     )  # fmt: skip
     start = time.perf_counter()
     train_release(layout, release, name, config)
@@ -103,6 +104,7 @@ def main() -> int:
     parser.add_argument("--spectrum", nargs="*", default=[], metavar="NAME=VALUE",
                         help="string overrides of the tiny preset's spectrum encoder config")  # fmt: skip
     parser.add_argument("--steps", type=int, default=None, help="default: TrainConfig's")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of --train")
     parser.add_argument(
         "--setups",
         nargs="+",
@@ -114,7 +116,8 @@ def main() -> int:
     layout = StorageLayout(args.storage)
     if args.train:
         train_variant(
-            layout, args.release, args.train, _augment(args.augment), args.steps, args.spectrum
+            layout, args.release, args.train, _augment(args.augment), args.steps, args.spectrum,
+            args.seed,
         )
     name = args.model or args.train
     if name is None:
