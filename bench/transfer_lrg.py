@@ -116,7 +116,12 @@ def main() -> int:
     layout = StorageLayout(args.storage)
     if args.train:
         train_variant(
-            layout, args.release, args.train, _augment(args.augment), args.steps, args.spectrum,
+            layout,
+            args.release,
+            args.train,
+            _augment(args.augment),
+            args.steps,
+            args.spectrum,
             args.seed,
         )
     name = args.model or args.train

@@ -234,3 +234,22 @@ def test_render_processes_variable_is_checked(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv(RENDER_PROCESSES_ENV, "two")
     with pytest.raises(ValueError, match="ASTROCLIP_SAMPLESKY_RENDER_PROCESSES='two'"):
         default_render_processes()
+
+
+def test_requests_waiting_for_workers_that_die_are_still_served(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Both workers dead, then a burst of more requests than workers: every request is served
+    (a dead worker is never given back; its slot is freed, and waiting requests poll for it)."""
+    root = tiny_sky_root(tmp_path_factory)
+    queries = _galaxy_queries(root, 6)
+    with serve_sample_sky(root, render_processes=2) as srv:
+        with ThreadPoolExecutor(2) as ex:  # two at once: both workers start
+            assert [s for s, _, _ in ex.map(lambda q: _get(f"{srv.cutout_url}?{q}"), queries[:2])]
+        pool = srv._httpd.pool  # type: ignore[union-attr]
+        for worker in list(pool._idle.queue):
+            worker.proc.kill()
+            worker.proc.wait()
+        with ThreadPoolExecutor(6) as ex:
+            got = list(ex.map(lambda q: _get(f"{srv.cutout_url}?{q}"), queries))
+    assert [status for status, _, _ in got] == [200] * len(queries)

@@ -131,9 +131,7 @@ class SpectrumEncoderConfig:
         if self.stats_token not in ("full", "none"):
             raise ValueError(f"stats_token must be 'full' or 'none', got {self.stats_token!r}")
         if self.pixel_weight not in ("valid", "ivar"):
-            raise ValueError(
-                f"pixel_weight must be 'valid' or 'ivar', got {self.pixel_weight!r}"
-            )
+            raise ValueError(f"pixel_weight must be 'valid' or 'ivar', got {self.pixel_weight!r}")
         if self.position not in ("learned", "loglambda"):
             raise ValueError(f"position must be 'learned' or 'loglambda', got {self.position!r}")
         if self.grid not in ("linear", "loglambda"):

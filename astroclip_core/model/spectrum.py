@@ -50,7 +50,9 @@ def pixel_weights(
     if how == "valid":
         return w
     if ivar is None:
-        raise ValueError("this spectrum encoder weighs pixels by ivar (pixel_weight='ivar'): pass ivar")
+        raise ValueError(
+            "this spectrum encoder weighs pixels by ivar (pixel_weight='ivar'): pass ivar"
+        )
     ivar = ivar.float().clamp_min(0.0)
     typical = torch.where(valid, ivar, torch.nan).nanmedian(dim=1, keepdim=True).values  # (B, 1)
     typical = typical.nan_to_num(1.0).clamp_min(1e-30)

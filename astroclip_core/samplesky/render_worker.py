@@ -12,6 +12,7 @@ Each stamp is seeded by its brick tile, so which process draws it does not chang
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import queue
@@ -85,10 +86,9 @@ class _Worker:
 
     def close(self) -> None:
         if self.proc.stdin is not None:
-            try:
-                self.proc.stdin.close()  # the worker exits at EOF
-            except OSError:
-                pass  # it is dead already, its pipe broken
+            # the worker exits at EOF; a dead one's pipe is broken already
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -109,13 +109,30 @@ class RenderPool:
         self._lock = threading.Lock()
 
     def _take(self) -> _Worker | None:
+        # An idle worker, a new one while fewer than ``processes`` run, else wait for one. The
+        # wait is polled: a worker that dies is not given back, and its slot frees up instead.
+        while True:
+            with self._lock:
+                if self._closed or self._processes <= 1:
+                    return None
+                try:
+                    return self._idle.get_nowait()
+                except queue.Empty:
+                    pass
+                if self._started < self._processes:
+                    self._started += 1
+                    return _Worker(self._root)
+            try:
+                return self._idle.get(timeout=0.5)
+            except queue.Empty:
+                continue
+
+    def _give_back(self, worker: _Worker) -> None:
         with self._lock:
-            if self._closed or self._processes <= 1:
-                return None
-            if self._idle.empty() and self._started < self._processes:
-                self._started += 1
-                return _Worker(self._root)
-        return self._idle.get()
+            if not self._closed:
+                self._idle.put(worker)
+                return
+        worker.close()  # the pool was closed while this worker drew
 
     def render(self, req: CutoutRequest) -> np.ndarray:
         """The (nbands, size, size) float32 stamp of ``req``."""
@@ -124,16 +141,16 @@ class RenderPool:
             return self._renderer.render(req)
         try:
             image = worker.render(req)
-        except (EOFError, BrokenPipeError, OSError):
-            # the worker died (killed, out of memory): replace it, draw this stamp here
+        except (EOFError, OSError):
+            # the worker died (killed, out of memory): free its slot, draw this stamp here
             worker.close()
             with self._lock:
                 self._started -= 1
             return self._renderer.render(req)
         except BaseException:
-            self._idle.put(worker)
+            self._give_back(worker)
             raise
-        self._idle.put(worker)
+        self._give_back(worker)
         return image
 
     def close(self) -> None:

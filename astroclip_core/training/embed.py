@@ -37,7 +37,9 @@ def embed_pairs(
             rows = np.arange(start, min(start + batch_size, len(arrays)))
             inputs = eval_inputs(arrays.take(rows), crop).to(device)
             image_emb[rows] = model.encode_image(inputs.image_nmgy).cpu().numpy()
-            spectrum_emb[rows] = model.encode_spectrum(inputs.flux, inputs.valid, inputs.ivar).cpu().numpy()
+            spectrum_emb[rows] = (
+                model.encode_spectrum(inputs.flux, inputs.valid, inputs.ivar).cpu().numpy()
+            )
     finally:
         model.train(was_training)
     return image_emb, spectrum_emb
