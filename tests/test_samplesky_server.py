@@ -253,3 +253,37 @@ def test_requests_waiting_for_workers_that_die_are_still_served(
         with ThreadPoolExecutor(6) as ex:
             got = list(ex.map(lambda q: _get(f"{srv.cutout_url}?{q}"), queries))
     assert [status for status, _, _ in got] == [200] * len(queries)
+
+
+def test_a_request_waiting_on_workers_that_die_takes_a_freed_slot(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Deterministic form of the burst above: both workers are held while a request waits for
+    one; both then die. The waiting request must start a new worker, not wait forever."""
+    import threading
+
+    from astroclip_core.samplesky.render_worker import RenderPool
+
+    root = tiny_sky_root(tmp_path_factory)
+    truth = pq.read_table(truth_path(root, "edr")).to_pydict()
+    k = next(i for i, ra in enumerate(truth["ls_ra"]) if ra)
+    req = CutoutRequest(truth["ls_ra"][k], truth["ls_dec"][k], size_pix=32)
+    renderer = CutoutRenderer(root)
+    pool = RenderPool(Path(root), renderer, processes=2)
+    try:
+        held = [pool._take(), pool._take()]  # both slots busy
+        out: list[np.ndarray] = []
+        waiter = threading.Thread(target=lambda: out.append(pool.render(req)), daemon=True)
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive()  # it waits for a worker
+        for worker in held:
+            assert worker is not None
+            worker.proc.kill()
+            worker.proc.wait()
+            pool._drop(worker)
+        waiter.join(timeout=60)
+        assert not waiter.is_alive() and len(out) == 1
+        np.testing.assert_array_equal(out[0], renderer.render(req))
+    finally:
+        pool.close()

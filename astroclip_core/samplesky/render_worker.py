@@ -127,6 +127,12 @@ class RenderPool:
             except queue.Empty:
                 continue
 
+    def _drop(self, worker: _Worker) -> None:
+        # a dead worker is not given back: stop it and free its slot for a new one
+        worker.close()
+        with self._lock:
+            self._started -= 1
+
     def _give_back(self, worker: _Worker) -> None:
         with self._lock:
             if not self._closed:
@@ -143,9 +149,7 @@ class RenderPool:
             image = worker.render(req)
         except (EOFError, OSError):
             # the worker died (killed, out of memory): free its slot, draw this stamp here
-            worker.close()
-            with self._lock:
-                self._started -= 1
+            self._drop(worker)
             return self._renderer.render(req)
         except BaseException:
             self._give_back(worker)
