@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -251,8 +252,9 @@ def test_transfer_options_are_off_by_default_and_leave_batches_unchanged() -> No
     batch = _aug_batch(8)
     default = train_inputs(batch, 144, AugmentConfig(), batch_generator(0, 0, 5), view=True)
     explicit = AugmentConfig(
-        spectrum_noise_jitter_dex=0.0, spectrum_sky_residual_scale=0.0, spectrum_mask_runs=0
-    )
+        spectrum_noise_jitter_dex=0.0, spectrum_sky_residual_scale=0.0, spectrum_mask_runs=0,
+        spectrum_tilt_max=0.0,
+    )  # fmt: skip
     again = train_inputs(batch, 144, explicit, batch_generator(0, 0, 5), view=True)
     assert torch.equal(default.flux, again.flux) and torch.equal(default.valid, again.valid)
     with pytest.raises(ValueError, match="spectrum_mask_runs"):
@@ -318,6 +320,40 @@ def test_mask_runs_mark_contiguous_pixels_invalid() -> None:
         batch, 144, AugmentConfig(**_PLAIN, spectrum_mask_runs=3), batch_generator(0, 0, 2)
     )
     assert (masked.valid <= plain.valid).all() and masked.valid.sum() < plain.valid.sum()
+
+
+def test_continuum_tilt_is_a_power_law_per_spectrum_with_its_noise() -> None:
+    from astroclip_core.training.augment import (
+        TILT_PIVOT_ANGSTROM,
+        AugmentConfig,
+        batch_generator,
+        train_inputs,
+    )
+
+    batch = _aug_batch(32)
+    plain_cfg = AugmentConfig(**_PLAIN, spectrum_noise_scale=0.0)
+    plain = train_inputs(batch, 144, plain_cfg, batch_generator(0, 0, 3))
+    tilted = train_inputs(
+        batch, 144, replace(plain_cfg, spectrum_tilt_max=0.8), batch_generator(0, 0, 3)
+    )
+    good = torch.from_numpy(batch.flux != 0)
+    ratio = torch.where(good, tilted.flux / torch.where(good, plain.flux, 1.0), torch.nan)
+    ln_wave = torch.from_numpy(np.log(WAVELENGTH / TILT_PIVOT_ANGSTROM))
+    index = []
+    for row in range(len(ratio)):
+        keep = good[row]
+        slope, intercept = np.polyfit(ln_wave[keep].numpy(), ratio[row][keep].log().numpy(), 1)
+        assert abs(intercept) < 1e-4  # no change at the pivot: a pure power law
+        fit = slope * ln_wave[keep] + intercept
+        assert torch.allclose(ratio[row][keep].log(), fit.float(), atol=1e-4)
+        index.append(slope)
+    index = np.array(index)
+    assert np.abs(index).max() <= 0.8 + 1e-6 and index.std() > 0.2  # spread over +-0.8
+    # the noise is tilted too: sigma x tilt, i.e. ivar / tilt^2
+    tilt = tilted.flux[good] / plain.flux[good]
+    assert torch.allclose(tilted.ivar[good] * tilt**2, plain.ivar[good], rtol=1e-4)
+    with pytest.raises(ValueError, match="spectrum_tilt_max"):
+        AugmentConfig(spectrum_tilt_max=-0.1)
 
 
 def test_without_the_stats_token_the_encoder_ignores_the_flux_level() -> None:

@@ -23,6 +23,10 @@ Spectrum:
     misfit, not white noise);
   - ``spectrum_mask_runs``: up to that many runs of up to ``spectrum_mask_run_max_pix``
     pixels per spectrum masked (bad columns, cosmic rays, dead-arm stretches);
+  - ``spectrum_tilt_max``: the flux (and its noise) times a power law (lambda / 6000 A)^a per
+    spectrum, a uniform in +-that (ivar divided by its square): a continuum slope that says
+    little of the redshift, as dust and the spread of real stellar populations make it, so
+    that the embedding reads redshift from the features' positions (:func:`continuum_tilt`);
 
 - with ``view=True``, a second copy of each spectrum with its own noise draw (same sigma, no
   flux scale: the line scan standardises it away), the scan view's input
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from astroclip_core.formats.desi import WAVELENGTH
 from astroclip_core.model.image import centre_crop
 from astroclip_core.tables.pairs import PairArrays
 
@@ -61,6 +66,7 @@ class AugmentConfig:
     spectrum_sky_residual_scale: float = 0.0
     spectrum_mask_runs: int = 0
     spectrum_mask_run_max_pix: int = 100
+    spectrum_tilt_max: float = 0.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -69,6 +75,7 @@ class AugmentConfig:
             "spectrum_noise_jitter_dex",
             "spectrum_sky_residual_scale",
             "spectrum_mask_runs",
+            "spectrum_tilt_max",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"augment {name} must be >= 0, got {getattr(self, name)}")
@@ -85,6 +92,9 @@ SKY_SIGMA_RATIO = 1.5
 # Sky residuals are correlated over about the line profile: DESI's LSF FWHM is ~1.8 A (2-3
 # pixels of 0.8 A); a 5-pixel box keeps the residual one line wide.
 SKY_RESIDUAL_PIX = 5
+# The tilt's pivot: mid-range of the 3600-9824 A coadd grid in ln(lambda) (sqrt of the ends,
+# ~5950 A), so a tilt leaves the middle of the spectrum where it was.
+TILT_PIVOT_ANGSTROM = 6000.0
 
 
 @dataclass(frozen=True)
@@ -180,9 +190,27 @@ def train_inputs(
         valid = valid & ~random_mask_runs(
             valid.shape, config.spectrum_mask_runs, config.spectrum_mask_run_max_pix, gen
         )
-    # ivar as catalogued: the added noise scales every pixel's variance alike, so the
-    # relative weights it gives (SpectrumEncoderConfig.pixel_weight) are unchanged.
+    if config.spectrum_tilt_max > 0:
+        tilt = continuum_tilt(WAVELENGTH, len(flux), config.spectrum_tilt_max, gen)  # (B, L)
+        flux = flux * tilt
+        ivar = ivar / tilt**2  # the noise is tilted with the flux
+    # ivar as catalogued (tilted with the flux): the added noise scales every pixel's variance
+    # alike, so the relative weights it gives (SpectrumEncoderConfig.pixel_weight) are unchanged.
     return ModelInputs(image_nmgy=image, flux=flux, valid=valid, view_flux=view_flux, ivar=ivar)
+
+
+def continuum_tilt(
+    wavelength_angstrom: np.ndarray, n: int, max_index: float, gen: torch.Generator
+) -> torch.Tensor:
+    """(n, L) factors (lambda / ``TILT_PIVOT_ANGSTROM``)^a, a uniform in +-``max_index`` per row.
+
+    ``wavelength_angstrom`` (L,) is the spectra's grid. An index of 1 changes the 3600/9824 A
+    flux ratio by a factor 2.7, about what A_V = 1 mag of dust does (Calzetti: A_3600 - A_9800
+    ~ 1 mag).
+    """
+    a = (2 * torch.rand(n, 1, generator=gen, dtype=torch.float64) - 1) * max_index  # (n, 1)
+    ln_ratio = torch.from_numpy(np.log(np.asarray(wavelength_angstrom) / TILT_PIVOT_ANGSTROM))
+    return torch.exp(a * ln_ratio[None, :]).float()  # (n, L)
 
 
 def _extra_noise(sigma: torch.Tensor, config: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
