@@ -12,6 +12,8 @@ two cores), embed every partition, evaluate it, and check it::
         --train tiny-aug --augment spectrum_sky_residual_scale=1.0 spectrum_mask_runs=3
 
 The variant becomes the release's current model (``current.json``) in that data root.
+``--tilts -1 0 1`` repeats each setup with the stack times (lambda_rest / 5000 A)^index: a
+model that reads redshift from the features' positions gives the same predictions for each.
 Prints the per-redshift table of each ``--setups`` entry and one JSON line of figures.
 """
 
@@ -27,7 +29,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from astroclip_core import fsio  # noqa: E402
-from astroclip_core.evaluation.transfer import TransferConfig, transfer_check_release  # noqa: E402
+from astroclip_core.evaluation.transfer import (  # noqa: E402
+    TransferConfig,
+    read_rest_template,
+    tilted_template,
+    transfer_check_release,
+)
 from astroclip_core.storage import StorageLayout  # noqa: E402
 from astroclip_core.training.augment import AugmentConfig  # noqa: E402
 
@@ -112,6 +119,11 @@ def main() -> int:
         help="magnitude_mode:z_fiber_mag pairs (luminosity: z_fiber_mag at z = 0.7)",
     )
     parser.add_argument("--n-draws", type=int, default=8)
+    parser.add_argument(
+        "--tilts", nargs="+", type=float, default=[0.0], metavar="INDEX",
+        help="also check the stack times (lambda_rest / 5000 A)^INDEX: how far the predictions "
+        "follow the continuum slope",
+    )  # fmt: skip
     args = parser.parse_args()
     layout = StorageLayout(args.storage)
     if args.train:
@@ -132,14 +144,17 @@ def main() -> int:
     if fsio.exists(report):
         flat = json.loads(fsio.read_bytes(report))
         figures.update({k: flat.get(k) for k in SAMPLE_SKY_KEYS})
-    for setup in args.setups:
+    stack = read_rest_template()
+    for setup, tilt in ((s, t) for t in args.tilts for s in args.setups):
         mode, _, mag = setup.partition(":")
         config = TransferConfig(n_draws=args.n_draws, z_fiber_mag=float(mag), magnitude_mode=mode)
-        result = transfer_check_release(layout, args.release, name, config)
-        print(f"\n{name}, {setup}:")
+        template = tilted_template(stack, tilt) if tilt else stack
+        result = transfer_check_release(layout, args.release, name, config, template)
+        label = f"{setup}" + (f",tilt={tilt:g}" if tilt else "")
+        print(f"\n{name}, {label}:")
         print("\n".join(result.table_lines()))
         m = result.metrics
-        figures[f"transfer@{setup}"] = {
+        figures[f"transfer@{label}"] = {
             "sigma_nmad": round(m.sigma_nmad, 4), "outlier_fraction": round(m.outlier_fraction, 4),
             "bias": round(m.bias, 4), "median_pred": [round(r.median_pred, 3) for r in result.per_z],
         }  # fmt: skip

@@ -91,6 +91,20 @@ def test_the_stack_keeps_ca_k_and_the_4000_break_at_the_redshift(stack, z: float
     assert covered[inside].all() and not covered[rest > stack.wave_angstrom[-1] + 1].any()
 
 
+def test_a_tilted_stack_keeps_its_features_on_another_slope(stack: RestTemplate) -> None:
+    from astroclip_core.evaluation.transfer import tilted_template
+
+    red = tilted_template(stack, 1.0)
+    wave = stack.wave_angstrom
+    ratio = red.flux / stack.flux
+    assert np.allclose(ratio, wave / 5000.0)  # the slope only
+    flux, _ = redshift_template(red, 0.6)
+    expected = CA_K_ANGSTROM * 1.6
+    near = np.abs(WAVELENGTH - expected) < 15
+    assert abs(WAVELENGTH[near][np.argmin(flux[near])] - expected) < 4  # the K line stays
+    assert "5000" in red.name and red.wave_angstrom is wave
+
+
 def _noiseless(pool: NoisePool) -> NoisePool:
     """A pool of the same rows with ivar 1e12 and no mask anywhere: no noise, no holes."""
     ivar = np.full(pool.ivar.shape, 1e12, np.float32)

@@ -520,11 +520,16 @@ def transfer_check(
 
 
 def transfer_check_release(
-    layout, release: str, model_name: str, config: TransferConfig = TransferConfig()
+    layout,
+    release: str,
+    model_name: str,
+    config: TransferConfig = TransferConfig(),
+    template: RestTemplate | None = None,
 ) -> TransferResult:
     """The check for the model ``model_name`` of ``release`` under a data root (a
     :class:`~astroclip_core.storage.StorageLayout`): its model folder and its embeddings
-    table's train split as the bank. This is the one call an evaluation step needs."""
+    table's train split as the bank. This is the one call an evaluation step needs.
+    ``template`` replaces the LRG stack (see :func:`tilted_template`)."""
     from astroclip_core.model.pretrained import load_pretrained
     from astroclip_core.tables.embeddings import read_embeddings
 
@@ -533,4 +538,13 @@ def transfer_check_release(
         layout.embeddings_dir(release, model_name), ["split", "z", "spectrum_embedding"]
     )
     bank_emb, bank_z = train_bank(table)
-    return transfer_check(model, bank_emb, bank_z, config)
+    return transfer_check(model, bank_emb, bank_z, config, template)
+
+
+def tilted_template(template: RestTemplate, index: float, pivot_angstrom: float = 5000.0):
+    """``template`` times (lambda_rest / ``pivot_angstrom``)^``index``: the same features on a
+    redder (index > 0) or bluer continuum, to ask how much a model's redshift leans on the
+    continuum slope."""
+    flux = template.flux * (template.wave_angstrom / pivot_angstrom) ** index
+    return RestTemplate(f"{template.name} x (lambda/{pivot_angstrom:g})^{index:g}",
+                        template.wave_angstrom, flux)  # fmt: skip
