@@ -56,16 +56,33 @@ def _augment(pairs: list[str]) -> AugmentConfig:
     return replace(AugmentConfig(), **values)
 
 
-def _model(spectrum: list[str]):
-    """The tiny preset, with ``name=value`` overrides of its spectrum encoder config (or the
-    preset's name when there are none)."""
+def _value(text: str):
+    """A JSON number/bool/list, or else the text itself (``pixel_weight=ivar``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _model(overrides: list[str]):
+    """The tiny preset with ``part.name=value`` overrides (part: image, spectrum, head, loss,
+    scan_view; a bare ``name`` is a spectrum field), or the preset's name when there are none."""
     from astroclip_core.model.config import get_preset
 
-    if not spectrum:
+    if not overrides:
         return "tiny"
     model = get_preset("tiny").model
-    values = dict(pair.split("=", 1) for pair in spectrum)
-    return replace(model, spectrum=replace(model.spectrum, **values))
+    for pair in overrides:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--spectrum/--model-option {pair!r}: expected name=value")
+        part, _, name = key.rpartition(".")
+        part = part or "spectrum"
+        value = _value(value)
+        if isinstance(value, list):
+            value = tuple(value)
+        model = replace(model, **{part: replace(getattr(model, part), **{name: value})})
+    return model
 
 
 def train_variant(
@@ -108,8 +125,9 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="model name (default: the current one)")
     parser.add_argument("--train", default=None, metavar="NAME", help="train this variant first")
     parser.add_argument("--augment", nargs="*", default=[], metavar="NAME=VALUE")
-    parser.add_argument("--spectrum", nargs="*", default=[], metavar="NAME=VALUE",
-                        help="string overrides of the tiny preset's spectrum encoder config")  # fmt: skip
+    parser.add_argument("--spectrum", nargs="*", default=[], metavar="[PART.]NAME=VALUE",
+                        help="overrides of the tiny preset: spectrum fields by bare name, or "
+                        "image./head./loss./scan_view. fields; values as JSON or text")  # fmt: skip
     parser.add_argument("--steps", type=int, default=None, help="default: TrainConfig's")
     parser.add_argument("--seed", type=int, default=0, help="training seed of --train")
     parser.add_argument(
