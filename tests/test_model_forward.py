@@ -273,3 +273,45 @@ def test_embed_spectra_passes_the_ivar_to_a_weighted_encoder() -> None:
     np.testing.assert_allclose(same, direct, atol=1e-5)
     other = embed_spectra(weighted, flux.numpy(), noisy_ivar, mask)
     assert np.abs(other - same).max() > 1e-3
+
+
+def test_running_continuum_is_the_weighted_window_mean() -> None:
+    from astroclip_core.model.spectrum import running_continuum
+
+    gen = torch.Generator().manual_seed(0)
+    flux = torch.randn(3, 2000, generator=gen) * 3 + 50
+    weight = (torch.rand(3, 2000, generator=gen) > 0.2).float() * torch.rand(3, 2000, generator=gen)
+    weight[1, 900:1100] = 0.0  # a masked stretch wider than the window
+    got = running_continuum(flux, weight, 101)
+    for i in (0, 10, 1000, 1500, 1999):
+        lo, hi = max(0, i - 50), min(2000, i + 51)
+        w = weight[:, lo:hi]
+        expected = (flux[:, lo:hi] * w).sum(1) / w.sum(1).clamp_min(1e-30)
+        expected = torch.where(w.sum(1) > 0, expected, 0.0)
+        assert torch.allclose(got[:, i], expected, rtol=1e-5, atol=1e-3), i
+
+
+def test_continuum_window_hides_the_continuum_colour_from_the_slices() -> None:
+    """With continuum_window_pix, a smooth tilt of the continuum (lines unchanged) moves the
+    slice tokens far less than without; the statistics token still sees it."""
+    from dataclasses import replace
+
+    from astroclip_core.model.config import SpectrumEncoderConfig
+    from astroclip_core.model.spectrum import SpectrumEncoder
+
+    wave = torch.linspace(3600.0, 9824.0, 7781)
+    lines = sum(20.0 * torch.exp(-0.5 * ((wave - c) / 2.0) ** 2) for c in (4500.0, 6700.0, 8100.0))
+    flat = (2.0 + lines)[None]  # (1, L)
+    tilted = (2.0 * (wave / 6000.0) ** 1.5 + lines)[None]
+    valid = torch.ones_like(flat, dtype=torch.bool)
+    base = SpectrumEncoderConfig(width=16, depth=1, n_heads=2, slice_pix=120, stride_pix=60)
+    moved = {}
+    for window in (0, 501):
+        torch.manual_seed(0)
+        encoder = SpectrumEncoder(replace(base, continuum_window_pix=window)).eval()
+        with torch.no_grad():
+            a, b = encoder(flat, valid), encoder(tilted, valid)  # (1, 1 + n_slices, C)
+        moved[window] = ((a - b)[:, 1:].norm() / a[:, 1:].norm()).item()
+    assert moved[501] < 0.2 * moved[0], moved
+    with pytest.raises(ValueError, match="continuum_window_pix"):
+        replace(base, continuum_window_pix=500)

@@ -126,8 +126,20 @@ class SpectrumEncoderConfig:
     # spectrum's mean as a redshift fitter's inverse-variance weights would discount them.
     # Without it the encoder never sees the ivar, and a sky-line residual looks like a line.
     pixel_weight: str = "valid"
+    # The slices' input without its smooth continuum: with ``continuum_window_pix`` > 0 the
+    # spectrum minus its weighted running mean over that many pixels (odd; 501 = 400 A) is what
+    # the slices see, so the encoder reads features (lines, breaks, bands) and not the
+    # continuum's colour. The statistics token and the line scan keep the whole spectrum.
+    continuum_window_pix: int = 0
 
     def __post_init__(self) -> None:
+        if self.continuum_window_pix < 0 or (
+            self.continuum_window_pix and self.continuum_window_pix % 2 == 0
+        ):
+            raise ValueError(
+                f"continuum_window_pix must be 0 or an odd number of pixels, "
+                f"got {self.continuum_window_pix}"
+            )
         if self.stats_token not in ("full", "none"):
             raise ValueError(f"stats_token must be 'full' or 'none', got {self.stats_token!r}")
         if self.pixel_weight not in ("valid", "ivar"):

@@ -59,6 +59,28 @@ def pixel_weights(
     return w * (ivar / typical).sqrt().clamp(max=1.0)
 
 
+def running_continuum(flux: torch.Tensor, weight: torch.Tensor, window_pix: int) -> torch.Tensor:
+    """(B, L) weighted running mean of (B, L) ``flux`` over ``window_pix`` (odd) pixels.
+
+    Each pixel's mean is sum(w f) / sum(w) over the window centred on it (cut at the ends);
+    where the window holds no weight the result is 0. Cumulative sums, O(L) per spectrum, of
+    the flux less its row mean (smaller sums lose less to float32 rounding).
+    """
+    half = window_pix // 2
+    length = flux.shape[1]
+    offset = flux.mean(dim=1, keepdim=True)  # (B, 1)
+
+    def window_sums(values: torch.Tensor) -> torch.Tensor:
+        c = F.pad(values.cumsum(dim=1), (1, 0))  # (B, L + 1), c[:, j] = sum of the first j
+        # ends repeated: pixel i's window is c[i + half + 1] - c[i - half], clamped to [0, L]
+        c = torch.cat([c[:, :1].expand(-1, half), c, c[:, -1:].expand(-1, half)], dim=1)
+        return c[:, 2 * half + 1 : 2 * half + 1 + length] - c[:, :length]  # (B, L)
+
+    num = window_sums((flux - offset) * weight)
+    den = window_sums(weight)
+    return torch.where(den > 1e-6, num / den.clamp_min(1e-6) + offset, 0.0)
+
+
 # Angular frequencies (per unit ln lambda) of the fixed encoding: from 1 (the whole 3600-9824 A
 # range is ~1 in ln lambda) to 3000 (a 0.0003 shift, ~1 A, turns the finest pair by ~1 rad).
 LOGLAMBDA_OMEGA_RANGE = (1.0, 3000.0)
@@ -170,13 +192,19 @@ class SpectrumEncoder(nn.Module):
                 f"flux and valid must both be (B, {cfg.n_wavelength}), "
                 f"got {tuple(flux.shape)} and {tuple(valid.shape)}"
             )
-        x, stats = standardise(flux.float(), pixel_weights(valid, ivar, cfg.pixel_weight))
+        flux = flux.float()
+        weight = pixel_weights(valid, ivar, cfg.pixel_weight)  # (B, L)
+        x, stats = standardise(flux, weight)
         if cfg.stats_token == "none":
             stats = torch.zeros_like(stats)  # (B, 2): no flux level, no continuum S/N
         scan_tokens = None
         if cfg.line_scan_tokens:
             groups = (x @ self.line_scan_kernels).view(len(x), cfg.line_scan_tokens, -1)
             scan_tokens = self.scan_embed(groups) + self.scan_pos_embed  # (B, T_scan, C)
+        if cfg.continuum_window_pix:
+            # the slices see the features alone; the stats and the scan keep the whole spectrum
+            smooth = running_continuum(flux, weight, cfg.continuum_window_pix)  # (B, L)
+            x, _ = standardise(flux - smooth, weight)
         if cfg.grid == "loglambda":
             # Invalid pixels are 0 (the mean) already, so they interpolate to the mean too.
             i, w = self.resample_index, self.resample_weight
