@@ -315,3 +315,14 @@ def test_continuum_window_hides_the_continuum_colour_from_the_slices() -> None:
     assert moved[501] < 0.2 * moved[0], moved
     with pytest.raises(ValueError, match="continuum_window_pix"):
         replace(base, continuum_window_pix=500)
+    # continuum_bins: one more token, the broad shape, which does see the tilt
+    torch.manual_seed(0)
+    encoder = SpectrumEncoder(replace(base, continuum_window_pix=501, continuum_bins=16)).eval()
+    with torch.no_grad():
+        a, b = encoder(flat, valid), encoder(tilted, valid)
+    assert a.shape[1] == 1 + base.n_slices + 1
+    slices_moved = ((a - b)[:, 1:-1].norm() / a[:, 1:-1].norm()).item()
+    token_moved = ((a - b)[:, -1].norm() / a[:, -1].norm()).item()
+    assert token_moved > 5 * slices_moved, (token_moved, slices_moved)
+    with pytest.raises(ValueError, match="continuum_bins"):
+        replace(base, continuum_bins=16)  # no window

@@ -131,8 +131,17 @@ class SpectrumEncoderConfig:
     # the slices see, so the encoder reads features (lines, breaks, bands) and not the
     # continuum's colour. The statistics token and the line scan keep the whole spectrum.
     continuum_window_pix: int = 0
+    # With the window: that running continuum, in the spectrum's standardised units, averaged
+    # into ``continuum_bins`` equal stretches, as one more token (after the slices), so the
+    # encoder keeps the spectrum's broad colour beside its features (0 = no such token).
+    continuum_bins: int = 0
 
     def __post_init__(self) -> None:
+        if self.continuum_bins < 0 or (self.continuum_bins and not self.continuum_window_pix):
+            raise ValueError(
+                f"continuum_bins {self.continuum_bins} must be >= 0, and > 0 only with "
+                f"continuum_window_pix > 0 (got {self.continuum_window_pix})"
+            )
         if self.continuum_window_pix < 0 or (
             self.continuum_window_pix and self.continuum_window_pix % 2 == 0
         ):

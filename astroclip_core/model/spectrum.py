@@ -131,7 +131,8 @@ def wavelength_angstrom(config: SpectrumEncoderConfig) -> np.ndarray:
 
 
 class SpectrumEncoder(nn.Module):
-    """(B, L) flux and (B, L) valid mask -> (B, 1 + n_slices [+ line_scan_tokens], width) tokens.
+    """(B, L) flux and (B, L) valid mask -> (B, 1 + n_slices [+ line_scan_tokens]
+    [+ 1 continuum token], width) tokens.
 
     With ``line_scan_tokens`` > 0 the line-scan map (:meth:`line_scan`, (B, n_z, channels)) is
     cut into that many groups of neighbouring trial redshifts, each one token (a linear embedding
@@ -164,6 +165,10 @@ class SpectrumEncoder(nn.Module):
                 torch.zeros(1, config.line_scan_tokens, config.width)
             )
             nn.init.trunc_normal_(self.scan_pos_embed, std=0.02)
+        if config.continuum_bins:
+            self.continuum_embed = nn.Linear(config.continuum_bins, config.width)
+            self.continuum_pos_embed = nn.Parameter(torch.zeros(1, 1, config.width))
+            nn.init.trunc_normal_(self.continuum_pos_embed, std=0.02)
         self.transformer = Transformer(config.width, config.depth, config.n_heads, config.mlp_ratio)
 
     def line_scan(
@@ -194,17 +199,24 @@ class SpectrumEncoder(nn.Module):
             )
         flux = flux.float()
         weight = pixel_weights(valid, ivar, cfg.pixel_weight)  # (B, L)
-        x, stats = standardise(flux, weight)
+        x, raw_stats = standardise(flux, weight)
+        stats = raw_stats
         if cfg.stats_token == "none":
             stats = torch.zeros_like(stats)  # (B, 2): no flux level, no continuum S/N
         scan_tokens = None
         if cfg.line_scan_tokens:
             groups = (x @ self.line_scan_kernels).view(len(x), cfg.line_scan_tokens, -1)
             scan_tokens = self.scan_embed(groups) + self.scan_pos_embed  # (B, T_scan, C)
+        continuum_token = None
         if cfg.continuum_window_pix:
             # the slices see the features alone; the stats and the scan keep the whole spectrum
             smooth = running_continuum(flux, weight, cfg.continuum_window_pix)  # (B, L)
             x, _ = standardise(flux - smooth, weight)
+            if cfg.continuum_bins:
+                std = raw_stats[:, :1].exp()  # (B, 1)
+                standardised = (smooth - raw_stats[:, 1:] * std) / std  # (B, L), shape only
+                coarse = F.adaptive_avg_pool1d(standardised[:, None], cfg.continuum_bins)[:, 0]
+                continuum_token = self.continuum_embed(coarse)[:, None] + self.continuum_pos_embed
         if cfg.grid == "loglambda":
             # Invalid pixels are 0 (the mean) already, so they interpolate to the mean too.
             i, w = self.resample_index, self.resample_weight
@@ -217,4 +229,6 @@ class SpectrumEncoder(nn.Module):
         tokens = tokens + self.pos_embed
         if scan_tokens is not None:
             tokens = torch.cat([tokens, scan_tokens], dim=1)  # (B, 1 + n_slices + T_scan, C)
+        if continuum_token is not None:
+            tokens = torch.cat([tokens, continuum_token], dim=1)  # (B, ... + 1, C)
         return self.transformer(tokens)
