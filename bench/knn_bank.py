@@ -10,7 +10,12 @@ k scaled with the bank (k / N held at 64 / N_full), plus R² against k on the fu
     .venv/bin/python bench/knn_bank.py --storage /tmp/x/storage [--model tiny-v1]
 
 If R² at k = 64 falls as the bank shrinks while R² at a constant k / N stays flat, the k = 64
-figure is limited by the bank's size. Prints one JSON line at the end.
+figure is limited by the bank's size. On a sample-sky run it also prints, from the sky's truth
+table, where the k = 64 error lies by tracer (BGS, LRG, ELG): each one's R², sigma_NMAD,
+outliers, share of the test split's squared error, the z spread of its queries' 64 neighbours
+and the fraction of them of the same tracer. ``--recall-n 590`` adds image->spectrum recall@10
+over random test subsets of that many pairs, so runs with test splits of different sizes
+(``--sky-scale``) compare at the same number of candidates. Prints one JSON line at the end.
 """
 
 from __future__ import annotations
@@ -25,8 +30,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from astroclip_core import fsio  # noqa: E402
-from astroclip_core.evaluation.knn import DEFAULT_K, knn_regress, l2_normalise  # noqa: E402
+from astroclip_core.evaluation.knn import (  # noqa: E402
+    DEFAULT_K,
+    knn_regress,
+    l2_normalise,
+    nearest_neighbours,
+)
 from astroclip_core.evaluation.metrics import redshift_metrics  # noqa: E402
+from astroclip_core.evaluation.retrieval import retrieval_metrics  # noqa: E402
+from astroclip_core.samplesky.service import truth_path  # noqa: E402
 from astroclip_core.storage import StorageLayout  # noqa: E402
 from astroclip_core.tables.embeddings import embedding_matrix, read_embeddings  # noqa: E402
 
@@ -41,10 +53,14 @@ def main() -> int:
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.125, 0.25, 0.5, 1.0])
     parser.add_argument("--ks", nargs="+", type=int, default=[1, 3, 5, 8, 16, 32, 64])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--recall-n", type=int, default=0, help="test pairs per recall draw")
     args = parser.parse_args()
     layout = StorageLayout(args.storage)
     name = args.model or json.loads(fsio.read_bytes(layout.current_model(args.release)))["model"]
-    table = read_embeddings(layout.embeddings_dir(args.release, name), ["split", "z", args.column])
+    columns = ["targetid", "split", "z", args.column]
+    if args.recall_n:
+        columns += ["image_embedding", "spectrum_embedding"]
+    table = read_embeddings(layout.embeddings_dir(args.release, name), sorted(set(columns)))
     split = np.asarray(table.column("split").to_pylist(), dtype=object)
     z = table.column("z").to_numpy(zero_copy_only=False).astype(np.float64)
     emb = l2_normalise(embedding_matrix(table, args.column), args.column)  # (N, D)
@@ -72,8 +88,61 @@ def main() -> int:
               f"outliers {m.outlier_fraction:.3f}")  # fmt: skip
         out[f"k_{k}"] = {"r2": round(m.r2, 4), "sigma_nmad": round(m.sigma_nmad, 4),
                          "outlier_fraction": round(m.outlier_fraction, 4)}  # fmt: skip
+    truth = truth_path(layout.samplesky_dir(), args.release)
+    if fsio.exists(str(truth)):
+        out["by_tracer"] = _by_tracer(table, str(truth), emb, train, test, z)
+    if args.recall_n:
+        out["recall_at_10"] = _recall(table, test, args.recall_n, args.repeats, rng)
     print(json.dumps(out))
     return 0
+
+
+def _by_tracer(table, truth_url: str, emb, train, test, z) -> dict[str, dict]:
+    """Per-tracer k = 64 figures of the test split (tracers from the sample sky's truth)."""
+    truth = fsio.read_dataset(fsio.parquet_dataset(truth_url)).select(["targetid", "tracer"])
+    ids, tracers = truth.column("targetid").to_pylist(), truth.column("tracer").to_pylist()
+    tracer_of = dict(zip(ids, tracers, strict=True))
+    tracer = np.array(
+        [tracer_of.get(t) for t in table.column("targetid").to_pylist()], dtype=object
+    )
+    query = np.flatnonzero(test)
+    pred = knn_regress(emb[query], emb[train], z[train], DEFAULT_K)
+    nn = nearest_neighbours(emb[query], emb[train], DEFAULT_K)  # (Q, 64) rows of train
+    sq = (pred - z[query]) ** 2
+    out = {}
+    print(f"{'tracer':>6} {'n':>4} {'bank':>5} {'R2':>6} {'s_NMAD':>7} {'outl':>6} "
+          f"{'SSE share':>9} {'nbr z std':>9} {'same':>5}")  # fmt: skip
+    for name in ("BGS", "LRG", "ELG"):
+        rows = tracer[query] == name
+        if rows.sum() < 2:
+            continue
+        m = redshift_metrics(z[query][rows], pred[rows])
+        spread = float(np.median(z[train][nn.index[rows]].std(axis=1)))
+        same = float((tracer[train][nn.index[rows]] == name).mean())
+        share = float(sq[rows].sum() / sq.sum())
+        bank = int((tracer[train] == name).sum())
+        print(f"{name:>6} {rows.sum():>4} {bank:>5} {m.r2:>6.3f} {m.sigma_nmad:>7.4f} "
+              f"{m.outlier_fraction:>6.3f} {share:>9.2f} {spread:>9.3f} {same:>5.2f}")  # fmt: skip
+        out[name] = {"n": int(rows.sum()), "bank": bank, "r2": round(m.r2, 4),
+                     "sigma_nmad": round(m.sigma_nmad, 4),
+                     "outlier_fraction": round(m.outlier_fraction, 4),
+                     "sse_share": round(share, 3), "neighbour_z_std": round(spread, 4),
+                     "same_tracer_neighbours": round(same, 3)}  # fmt: skip
+    return out
+
+
+def _recall(table, test, n: int, repeats: int, rng) -> float:
+    """Mean image->spectrum recall@10 over ``repeats`` random test subsets of ``n`` pairs."""
+    image = l2_normalise(embedding_matrix(table, "image_embedding"), "image_embedding")
+    spectrum = l2_normalise(embedding_matrix(table, "spectrum_embedding"), "spectrum_embedding")
+    rows = np.flatnonzero(test)
+    draws = (
+        [rows] if n >= rows.size else [rng.choice(rows, n, replace=False) for _ in range(repeats)]
+    )
+    recall = float(np.mean([retrieval_metrics(image[d], spectrum[d]).recall_at_10 for d in draws]))
+    print(f"image->spectrum recall@10 over {min(n, rows.size)} test pairs "
+          f"({len(draws)} draws): {recall:.3f}")  # fmt: skip
+    return round(recall, 4)
 
 
 if __name__ == "__main__":
