@@ -15,7 +15,10 @@ table, where the k = 64 error lies by tracer (BGS, LRG, ELG): each one's R², si
 outliers, share of the test split's squared error, the z spread of its queries' 64 neighbours
 and the fraction of them of the same tracer. ``--recall-n 590`` adds image->spectrum recall@10
 over random test subsets of that many pairs, so runs with test splits of different sizes
-(``--sky-scale``) compare at the same number of candidates. Prints one JSON line at the end.
+(``--sky-scale``) compare at the same number of candidates. ``--program bright`` keeps only the
+pairs of that DESI program, bank and queries both: BGS is the bright program's galaxy sample,
+and AstroCLIP's redshift and property rows were measured on BGS galaxies (the PROVABGS
+cross-match, z < 0.6) with a bank of BGS galaxies. Prints one JSON line at the end.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from astroclip_core.evaluation.retrieval import retrieval_metrics  # noqa: E402
 from astroclip_core.samplesky.service import truth_path  # noqa: E402
 from astroclip_core.storage import StorageLayout  # noqa: E402
 from astroclip_core.tables.embeddings import embedding_matrix, read_embeddings  # noqa: E402
+from astroclip_core.tables.pairs import read_pairs_columns  # noqa: E402
 
 
 def main() -> int:
@@ -54,6 +58,7 @@ def main() -> int:
     parser.add_argument("--ks", nargs="+", type=int, default=[1, 3, 5, 8, 16, 32, 64])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--recall-n", type=int, default=0, help="test pairs per recall draw")
+    parser.add_argument("--program", default=None, help="keep only this DESI program's pairs")
     args = parser.parse_args()
     layout = StorageLayout(args.storage)
     name = args.model or json.loads(fsio.read_bytes(layout.current_model(args.release)))["model"]
@@ -64,11 +69,15 @@ def main() -> int:
     split = np.asarray(table.column("split").to_pylist(), dtype=object)
     z = table.column("z").to_numpy(zero_copy_only=False).astype(np.float64)
     emb = l2_normalise(embedding_matrix(table, args.column), args.column)  # (N, D)
-    train = np.flatnonzero((split == "train") & np.isfinite(z))
-    test = (split == "test") & np.isfinite(z)
+    keep = np.isfinite(z)
+    if args.program:
+        keep &= _program(layout, args.release, table) == args.program
+    train = np.flatnonzero((split == "train") & keep)
+    test = (split == "test") & keep
     rng = np.random.default_rng(0)
     out: dict[str, object] = {"model": name, "n_train": int(train.size), "n_test": int(test.sum())}
-    print(f"{name}: {train.size} train, {int(test.sum())} test, {args.column}")
+    print(f"{name}: {train.size} train, {int(test.sum())} test, {args.column}"
+          + (f", program {args.program}" if args.program else ""))  # fmt: skip
     print(f"{'bank':>6} {'R2 k=64':>8} {'k scaled':>9} {'R2':>6}")
     for frac in args.fractions:
         n = max(DEFAULT_K, int(round(train.size * frac)))
@@ -95,6 +104,14 @@ def main() -> int:
         out["recall_at_10"] = _recall(table, test, args.recall_n, args.repeats, rng)
     print(json.dumps(out))
     return 0
+
+
+def _program(layout: StorageLayout, release: str, table) -> np.ndarray:
+    """(N,) DESI program of each embeddings row, from the release's pairs table."""
+    pairs = read_pairs_columns(layout.pairs_dir(release), ["targetid", "program"])
+    ids, programs = pairs.column("targetid").to_pylist(), pairs.column("program").to_pylist()
+    program_of = dict(zip(ids, programs, strict=True))
+    return np.array([program_of.get(t) for t in table.column("targetid").to_pylist()], dtype=object)
 
 
 def _by_tracer(table, truth_url: str, emb, train, test, z) -> dict[str, dict]:

@@ -46,13 +46,13 @@ SAMPLE_SKY_KEYS = (
 
 
 def _augment(pairs: list[str]) -> AugmentConfig:
-    """AugmentConfig with ``name=value`` overrides (values parsed as JSON numbers/bools)."""
+    """AugmentConfig with ``name=value`` overrides (values as :func:`_value` reads them)."""
     values = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"--augment {pair!r}: expected name=value")
-        values[name] = json.loads(value)
+        values[name] = _value(value)
     return replace(AugmentConfig(), **values)
 
 
@@ -93,6 +93,7 @@ def train_variant(
     steps: int | None,
     spectrum: list[str],
     seed: int = 0,
+    batch_size: int | None = None,
 ) -> None:
     """Train ``name`` with ``augment`` on the release's pairs (TrainConfig's other defaults),
     embed every partition with it and write its evaluation report."""
@@ -105,6 +106,7 @@ def train_variant(
     config = TrainConfig(
         out_dir=layout.model_dir(release, name), pairs_dir=layout.pairs_dir(release),
         augment=augment, model=_model(spectrum), seed=seed, **({"steps": steps} if steps else {}),
+        **({"batch_size": batch_size} if batch_size else {}),
     )  # fmt: skip
     start = time.perf_counter()
     train_release(layout, release, name, config)
@@ -130,6 +132,7 @@ def main() -> int:
                         "image./head./loss./scan_view. fields; values as JSON or text")  # fmt: skip
     parser.add_argument("--steps", type=int, default=None, help="default: TrainConfig's")
     parser.add_argument("--seed", type=int, default=0, help="training seed of --train")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: TrainConfig's")
     parser.add_argument(
         "--setups",
         nargs="+",
@@ -153,6 +156,7 @@ def main() -> int:
             args.steps,
             args.spectrum,
             args.seed,
+            args.batch_size,
         )
     name = args.model or args.train
     if name is None:
