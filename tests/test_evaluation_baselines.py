@@ -23,6 +23,7 @@ from astroclip_core.evaluation.baselines import (
     masked_mse,
 )
 from astroclip_core.evaluation.comparison import (
+    BGS_SOURCE,
     MISSING,
     OUR_PROPERTIES,
     OUR_ROWS,
@@ -32,7 +33,13 @@ from astroclip_core.evaluation.comparison import (
 )
 from astroclip_core.evaluation.images import GalaxyImages, read_centre_crops
 from astroclip_core.evaluation.metrics import r2_score
-from astroclip_core.evaluation.report import TRAINED_QUERY_TYPES, EvaluationReport, evaluate
+from astroclip_core.evaluation.report import (
+    BGS_MIN_TEST,
+    MLP_QUERY_TYPES,
+    TRAINED_QUERY_TYPES,
+    EvaluationReport,
+    evaluate,
+)
 from astroclip_core.evaluation.synthetic import (
     synthetic_embeddings,
     synthetic_galaxy_images,
@@ -209,3 +216,56 @@ def test_comparison_table_has_the_paper_rows_and_ours(report: EvaluationReport) 
     # Without truth (real DESI data) the properties column is missing, not zero.
     no_props = {k: v for k, v in flat.items() if k.startswith("redshift.")}
     assert all(r[4] == MISSING for r in comparison_rows(no_props) if r[0] == "this run")
+
+
+def _programs(emb: pa.Table, bright_every: int) -> pa.Table:
+    """targetid + program: every ``bright_every``-th row bright, the rest dark."""
+    ids = emb.column("targetid")
+    program = ["bright" if i % bright_every == 0 else "dark" for i in range(len(ids))]
+    return pa.table({"targetid": ids, "program": program})
+
+
+def test_bgs_figures_are_the_bright_rows_evaluated_alone(tables: dict[str, pa.Table]) -> None:
+    emb, phot, truth = tables["embeddings"], tables["photometry"], tables["truth"]
+    programs = _programs(emb, 2)
+    images = synthetic_galaxy_images(emb, size_pix=20)
+    flat = evaluate(
+        emb, phot, truth, k=16, images=images, baselines=FAST, programs=programs
+    ).to_flat_dict()
+    bright = np.array(programs["program"].to_pylist()) == "bright"
+    split = np.array(emb["split"].to_pylist())
+    assert flat["bgs.n_train"] == int((bright & (split == "train")).sum())
+    assert flat["bgs.n_test"] == int((bright & (split == "test")).sum()) < flat["n_test"]
+    # bank, training rows and queries all bright: the same figures as evaluating those rows alone
+    alone = evaluate(emb.filter(pa.array(bright)), phot, truth, k=16, baselines=FAST).to_flat_dict()
+    for query in ("image", "spectrum", "image_to_spectrum", "photometry", *MLP_QUERY_TYPES):
+        for target in TARGETS:
+            assert flat[f"bgs.{target}.{query}.r2"] == alone[f"{target}.{query}.r2"]
+        assert flat[f"bgs.redshift.{query}.sigma_nmad"] == alone[f"redshift.{query}.sigma_nmad"]
+    # ... and not the whole run's figures, nor a CNN (its CPU budget is spent once)
+    assert flat["bgs.redshift.spectrum.r2"] != flat["redshift.spectrum.r2"]
+    assert "redshift.supervised_cnn.r2" in flat
+    assert not any(k.startswith("bgs.") and "supervised_cnn" in k for k in flat)
+    assert "PROVABGS" in flat["definitions.bgs"]
+    rows = comparison_rows(flat)
+    bgs = [r for r in rows if r[0] == BGS_SOURCE]
+    assert [r[2] for r in bgs] == [r.method for r in OUR_ROWS]
+    spectrum = next(r for r in bgs if r[1] == "spectrum" and r[2].startswith("k-NN"))
+    assert spectrum[3] == f"{flat['bgs.redshift.spectrum.r2']:.2f}"
+    assert next(r for r in bgs if "CNN" in r[2])[3:] == (MISSING, MISSING)
+    assert "PROVABGS" in comparison_markdown(flat)
+
+
+def test_no_bgs_keys_without_programs_or_with_too_few_bright_rows(
+    tables: dict[str, pa.Table], report: EvaluationReport
+) -> None:
+    emb, phot = tables["embeddings"], tables["photometry"]
+    assert not any(k.startswith("bgs.") for k in report.to_flat_dict())
+    assert not any(r[0] == BGS_SOURCE for r in comparison_rows(report.to_flat_dict()))
+    n_test = int((np.array(emb["split"].to_pylist()) == "test").sum())
+    few = _programs(emb, len(emb) // (BGS_MIN_TEST - 1))  # too few bright test rows
+    assert n_test >= BGS_MIN_TEST
+    flat = evaluate(emb, phot, k=16, baselines=FAST, programs=few).to_flat_dict()
+    assert not any(k.startswith("bgs.") for k in flat)
+    with pytest.raises(ValueError, match="lacks column 'program'"):
+        evaluate(emb, phot, k=16, baselines=FAST, programs=emb.select(["targetid"]))

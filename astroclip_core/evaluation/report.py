@@ -19,6 +19,11 @@ Protocol (ARCHITECTURE.md, "Evaluation protocol"):
   (joined on targetid) gives them. A bank or query row with a NaN target is left out of that
   target only.
 - Retrieval on the test split (:mod:`astroclip_core.evaluation.retrieval`).
+- The paper's footing: AstroCLIP's redshift and property rows were measured on its PROVABGS
+  cross-match, DESI BGS galaxies at z < 0.6, with a BGS bank and BGS training rows. When the
+  pairs' DESI ``program`` is given, the k-NN and MLP figures are repeated on the bright
+  program's rows alone (our pairs are all SPECTYPE GALAXY, so these are the BGS): bank,
+  training rows and queries all bright; no CNN there (CPU budget); keys ``bgs.*``.
 
 ``evaluation.json`` is one JSON object with flat dotted keys, so ``report["redshift.image.r2"]``
 works directly: ``n_train``, ``n_test``, ``k``, ``model``; ``<target>.<query>.r2`` and
@@ -26,7 +31,9 @@ works directly: ``n_train``, ``n_test``, ``k``, ``model``; ``<target>.<query>.r2
 ``retrieval.<direction>.{recall_at_1,recall_at_5,recall_at_10,median_rank,n}`` for
 ``image_to_spectrum`` and ``spectrum_to_image``;
 ``baselines.<query>.{seconds,epochs,best_epoch,steps,params}`` for each trained baseline; and
-``definitions.*`` strings (``definitions.supervised_cnn`` states the CNN's compute budget).
+``definitions.*`` strings (``definitions.supervised_cnn`` states the CNN's compute budget);
+and, when the bright program has enough rows, ``bgs.n_train``, ``bgs.n_test`` and the
+``bgs.<target>.<query>.*`` keys of the k-NN and MLP query types.
 Undefined values (R² of a constant truth) are written as ``null``.
 """
 
@@ -48,6 +55,7 @@ from astroclip_core.evaluation.baselines import (
     fit_predict_mlp,
     mlp_definition,
 )
+from astroclip_core.evaluation.comparison import BGS_PREFIX
 from astroclip_core.evaluation.figures import (
     PcaProjection,
     pca_figure,
@@ -88,6 +96,15 @@ MLP_QUERY_TYPES = (*PROBE_QUERIES, "photometry_mlp")
 TRAINED_QUERY_TYPES = (*MLP_QUERY_TYPES, "supervised_cnn")
 QUERY_TYPES = (*KNN_QUERY_TYPES, *TRAINED_QUERY_TYPES)
 PHOTOMETRY_COLUMNS = ("flux_g", "flux_r", "flux_z")
+# The paper's footing (module docstring; its keys' prefix is comparison.BGS_PREFIX): the DESI
+# program whose pairs are the BGS sample, and the fewest rows it needs (a k-NN bank, and train
+# rows for the MLPs' 15% hold-out; a smaller sample gives no bgs keys, not meaningless ones).
+BGS_PROGRAM = "bright"
+BGS_MIN_TRAIN, BGS_MIN_TEST = 20, 5
+BGS_DEFINITION = (
+    "bgs.*: the bright program's pairs only (DESI BGS; AstroCLIP's rows are on its PROVABGS "
+    "BGS sample, z < 0.6): k-NN bank, MLP training rows and queries all bright; no CNN"
+)
 PROPERTIES = ("log_mstar", "log_ssfr", "metallicity")
 DEFINITIONS = {
     "definitions.knn": "k-NN regression, weights 1/Euclidean distance on L2-normalised embeddings",
@@ -107,6 +124,34 @@ class PropertyMetrics:
 
 
 @dataclass(frozen=True, eq=False)
+class SampleFigures:
+    """The k-NN and MLP figures of one sample of the rows (bank, training rows and queries all
+    from it): the ``bgs.*`` keys."""
+
+    n_train: int
+    n_test: int
+    redshift: dict[str, RedshiftMetrics]  # query type -> metrics
+    properties: dict[str, dict[str, PropertyMetrics]]  # property -> query type -> metrics
+
+
+def _figure_keys(
+    redshift: dict[str, RedshiftMetrics],
+    properties: dict[str, dict[str, PropertyMetrics]],
+    prefix: str = "",
+) -> dict[str, float | int]:
+    """``<prefix><target>.<query>.<metric>`` keys of redshift and property metrics."""
+    out: dict[str, float | int] = {}
+    for query, m in redshift.items():
+        for name in ("r2", "sigma_nmad", "outlier_fraction", "bias", "mean_bias", "n"):
+            out[f"{prefix}redshift.{query}.{name}"] = getattr(m, name)
+    for prop, per_query in properties.items():
+        for query, pm in per_query.items():
+            out[f"{prefix}{prop}.{query}.r2"] = pm.r2
+            out[f"{prefix}{prop}.{query}.n"] = pm.n
+    return out
+
+
+@dataclass(frozen=True, eq=False)
 class EvaluationReport:
     """All numbers of one evaluation, plus the arrays the figures need."""
 
@@ -123,6 +168,7 @@ class EvaluationReport:
     examples: tuple[RetrievalExample, ...] = field(default=())
     baselines: dict[str, BaselineFit] = field(default_factory=dict)  # trained query type -> fit
     definitions: dict[str, str] = field(default_factory=lambda: dict(DEFINITIONS))
+    bgs: SampleFigures | None = None  # the bright program's rows alone (module docstring)
 
     def to_flat_dict(self) -> dict[str, float | int | str | None]:
         """The flat dotted-key dictionary written to ``evaluation.json``."""
@@ -132,13 +178,11 @@ class EvaluationReport:
             "n_train": self.n_train,
             "n_test": self.n_test,
         }
-        for query, m in self.redshift.items():
-            for name in ("r2", "sigma_nmad", "outlier_fraction", "bias", "mean_bias", "n"):
-                out[f"redshift.{query}.{name}"] = getattr(m, name)
-        for prop, per_query in self.properties.items():
-            for query, pm in per_query.items():
-                out[f"{prop}.{query}.r2"] = pm.r2
-                out[f"{prop}.{query}.n"] = pm.n
+        out.update(_figure_keys(self.redshift, self.properties))
+        if self.bgs is not None:
+            out[f"{BGS_PREFIX}.n_train"] = self.bgs.n_train
+            out[f"{BGS_PREFIX}.n_test"] = self.bgs.n_test
+            out.update(_figure_keys(self.bgs.redshift, self.bgs.properties, f"{BGS_PREFIX}."))
         for direction, rm in self.retrieval.items():
             for name in ("recall_at_1", "recall_at_5", "recall_at_10", "median_rank", "n"):
                 out[f"retrieval.{direction}.{name}"] = getattr(rm, name)
@@ -259,9 +303,10 @@ def _trained_fits(
     train: np.ndarray,
     test: np.ndarray,
     config: BaselinesConfig,
+    cnn: bool = True,
 ) -> dict[str, BaselineFit]:
-    """Query type -> fit of each trained baseline (the CNN only when there are images);
-    ``y_train`` (N_train, T) holds the train rows' targets, NaN where unknown."""
+    """Query type -> fit of each trained baseline (the CNN only when there are images and
+    ``cnn``); ``y_train`` (N_train, T) holds the train rows' targets, NaN where unknown."""
     fits = {
         query: fit_predict_mlp(
             inputs.vectors[column][train], y_train, inputs.vectors[column][test], config.mlp
@@ -270,7 +315,7 @@ def _trained_fits(
     }
     features = photometry_mlp_features(pa.table(inputs.fluxes))  # (N, 5)
     fits["photometry_mlp"] = fit_predict_mlp(features[train], y_train, features[test], config.mlp)
-    if inputs.images is not None:
+    if cnn and inputs.images is not None:
         fits["supervised_cnn"] = fit_predict_cnn(
             inputs.images[train], y_train, inputs.images[test], config.cnn
         )
@@ -287,6 +332,61 @@ def _train_targets(targets: dict[str, np.ndarray], train: np.ndarray) -> np.ndar
     return y
 
 
+def _programs(targetid: np.ndarray, programs: pa.Table) -> np.ndarray:
+    """(N,) DESI program (object array, None where unknown) of each ``targetid`` row, from a
+    table of targetid and program."""
+    for name in ("targetid", "program"):
+        if name not in programs.column_names:
+            raise ValueError(f"programs table lacks column {name!r}")
+    other = programs.column("targetid").cast(pa.int64()).combine_chunks()
+    index = pc.index_in(pa.array(targetid), value_set=other).to_numpy(zero_copy_only=False)
+    found = np.isfinite(index)  # float with NaN where missing
+    values = np.asarray(programs.column("program").to_pylist(), dtype=object)
+    out = np.full(len(targetid), None, dtype=object)
+    out[found] = values[index[found].astype(np.int64)]
+    return out
+
+
+def _predictions_with_fits(
+    predictions: dict[str, dict[str, np.ndarray]],
+    fits: dict[str, BaselineFit],
+    names: list[str],
+) -> dict[str, dict[str, np.ndarray]]:
+    """``predictions`` plus each fit's (n_test,) prediction per target, ``names`` in order."""
+    out = dict(predictions)
+    for query, fit in fits.items():
+        out[query] = {n: fit.prediction[:, i] for i, n in enumerate(names)}
+    return out
+
+
+def _bgs_figures(
+    inputs: _Inputs,
+    targets: dict[str, np.ndarray],
+    train: np.ndarray,
+    test: np.ndarray,
+    bright: np.ndarray,
+    k: int,
+    config: BaselinesConfig,
+) -> SampleFigures | None:
+    """The k-NN and MLP figures with bank, training rows and queries all ``bright``; None when
+    it has fewer than :data:`BGS_MIN_TRAIN` train or :data:`BGS_MIN_TEST` test rows."""
+    train, test = train & bright, test & bright
+    if train.sum() < BGS_MIN_TRAIN or test.sum() < BGS_MIN_TEST:
+        return None
+    # a property none of the sample's train rows knows cannot be learnt or predicted here
+    targets = {n: v for n, v in targets.items() if np.isfinite(v[train]).any()}
+    predictions = _knn_predictions(inputs, targets, train, test, k)
+    fits = _trained_fits(inputs, _train_targets(targets, train), train, test, config, cnn=False)
+    predictions = _predictions_with_fits(predictions, fits, list(targets))
+    z_test = targets["redshift"][test]
+    return SampleFigures(
+        n_train=int(train.sum()),
+        n_test=int(test.sum()),
+        redshift={q: redshift_metrics(z_test, p["redshift"]) for q, p in predictions.items()},
+        properties=_property_metrics({n: v[test] for n, v in targets.items()}, predictions),
+    )
+
+
 def evaluate(
     embeddings: pa.Table,
     photometry: pa.Table,
@@ -294,6 +394,7 @@ def evaluate(
     k: int = DEFAULT_K,
     images: GalaxyImages | None = None,
     baselines: BaselinesConfig | None = None,
+    programs: pa.Table | None = None,
 ) -> EvaluationReport:
     """Run the whole evaluation protocol (module docstring) on one model's embeddings table.
 
@@ -301,7 +402,8 @@ def evaluate(
     galaxy; ``truth`` optionally has targetid plus any of log_mstar, log_ssfr, metallicity;
     ``images`` (every embedded galaxy's, any order) enables the supervised CNN. ``k`` is
     capped at the number of usable train rows; ``baselines`` sets the trained baselines'
-    budgets (the defaults of :class:`BaselinesConfig` when None).
+    budgets (the defaults of :class:`BaselinesConfig` when None). ``programs`` (targetid and
+    the pairs' DESI ``program``) adds the figures of the bright program's rows alone.
     """
     config = baselines or BaselinesConfig()
     targetid = embeddings.column("targetid").to_numpy(zero_copy_only=False).astype(np.int64)
@@ -323,9 +425,14 @@ def evaluate(
     )
     predictions = _knn_predictions(inputs, targets, train, test, k)
     fits = _trained_fits(inputs, _train_targets(targets, train), train, test, config)
-    for query, fit in fits.items():
-        predictions[query] = {n: fit.prediction[:, i] for i, n in enumerate(targets)}
+    predictions = _predictions_with_fits(predictions, fits, list(targets))
     definitions = {**DEFINITIONS, "definitions.mlp": mlp_definition(config.mlp)}
+    bgs = None
+    if programs is not None:
+        bright = _programs(targetid, programs) == BGS_PROGRAM
+        bgs = _bgs_figures(inputs, targets, train, test, bright, k, config)
+    if bgs is not None:
+        definitions[f"definitions.{BGS_PREFIX}"] = BGS_DEFINITION
     if "supervised_cnn" in fits:
         definitions["definitions.supervised_cnn"] = cnn_definition(
             config.cnn, fits["supervised_cnn"]
@@ -353,6 +460,7 @@ def evaluate(
         examples=retrieval_examples(targetid, z, image, spectrum, test),
         baselines=fits,
         definitions=definitions,
+        bgs=bgs,
     )
 
 

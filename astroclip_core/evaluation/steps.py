@@ -29,7 +29,8 @@ HEADLINE_KEYS = (
     "retrieval.image_to_spectrum.recall_at_1", "retrieval.image_to_spectrum.median_rank",
     "retrieval.spectrum_to_image.median_rank", "redshift.image_mlp.r2",
     "redshift.spectrum_mlp.r2", "redshift.photometry_mlp.r2", "redshift.supervised_cnn.r2",
-    "baselines.supervised_cnn.seconds",
+    "baselines.supervised_cnn.seconds", "bgs.redshift.spectrum.r2", "bgs.redshift.image.r2",
+    "bgs.redshift.photometry_mlp.r2",
 )  # fmt: skip
 # The metadata entry holding the Markdown table of our R² beside the AstroCLIP paper's.
 COMPARISON_KEY = "paper_comparison"
@@ -52,10 +53,19 @@ def evaluate_release(
     config = baselines or BaselinesConfig()
     embeddings = read_embeddings(layout.embeddings_dir(release, model))
     pairs_dir = layout.pairs_dir(release)
-    photometry = read_pairs_columns(pairs_dir, ["targetid", "flux_g", "flux_r", "flux_z"])
+    # the pairs' DESI program gives the paper's footing, the bright program's (BGS) rows alone
+    photometry = read_pairs_columns(
+        pairs_dir, ["targetid", "flux_g", "flux_r", "flux_z", "program"]
+    )
     images = read_centre_crops(pairs_dir, config.cnn.crop_pix)
     report = evaluate(
-        embeddings, photometry, read_truth(truth_url), k=k, images=images, baselines=config
+        embeddings,
+        photometry,
+        read_truth(truth_url),
+        k=k,
+        images=images,
+        baselines=config,
+        programs=photometry.select(["targetid", "program"]),
     )
     files = write_report(report, layout.report_dir(release, model), pairs=layout.pairs_dir(release))
     flat = report.to_flat_dict()
