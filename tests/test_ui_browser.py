@@ -271,8 +271,13 @@ def test_ui_shows_figures_and_materializes_a_partition(
                 dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
                 dialog.get_by_text("Select a partition or create one").click()
                 # The key also shows on the page behind the dialog (and in hidden text-measuring
-                # copies); the list's visible entry is the last visible one.
-                page.get_by_text(partition, exact=True).filter(visible=True).last.click()
+                # copies), so look for it only inside the popover that holds the partition filter;
+                # a page-wide match can resolve to a copy the popover covers before the list has
+                # drawn, and a click on that never lands.
+                search = page.get_by_placeholder("Filter partitions")
+                search.fill(partition)
+                popover = page.locator(".bp5-portal").filter(has=search)
+                popover.get_by_text(partition, exact=True).filter(visible=True).first.click()
                 dialog.get_by_role("button", name="Launch 1 run").click()
                 dialog.wait_for(state="detached")
 
