@@ -113,6 +113,10 @@ class SpectrumEncoderConfig:
     line_scan_n_z: int = 0
     line_scan_lnz_max: float = LINE_SCAN_LNZ_MAX
     line_scan_tokens: int = 0
+    # "matrix": the scan is one fixed matrix of ~30 A-wide zero-sum kernels, one column per
+    # trial z; "fine": line-width kernels on a 24x finer z grid, the strongest response kept per
+    # trial z (astroclip_core.model.linescan.fine_line_scan). The same (n_z, channels) map.
+    line_scan_mode: str = "matrix"
     # The statistics token's input, (log std, mean / std) of the valid pixels: "full" keeps it;
     # "none" zeroes it, so the encoder sees only the standardised shape and not the flux level
     # or the continuum's S/N. Those cues track redshift in the flux-limited sample sky but not
@@ -162,6 +166,10 @@ class SpectrumEncoderConfig:
                 f"line_scan_n_z {self.line_scan_n_z} and line_scan_tokens "
                 f"{self.line_scan_tokens} must be >= 0 and line_scan_lnz_max "
                 f"{self.line_scan_lnz_max} > 0"
+            )
+        if self.line_scan_mode not in ("matrix", "fine"):
+            raise ValueError(
+                f"line_scan_mode must be 'matrix' or 'fine', got {self.line_scan_mode!r}"
             )
         if self.line_scan_tokens and self.line_scan_n_z % self.line_scan_tokens:
             raise ValueError(

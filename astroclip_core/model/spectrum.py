@@ -17,7 +17,7 @@ from torch import nn
 
 from astroclip_core.model.blocks import Transformer
 from astroclip_core.model.config import SpectrumEncoderConfig
-from astroclip_core.model.linescan import N_CHANNELS, line_scan_matrix
+from astroclip_core.model.linescan import N_CHANNELS, fine_line_scan, line_scan_matrix
 
 _MIN_STD = 1e-6  # floor on a spectrum's std so a flat/empty spectrum does not divide by zero
 
@@ -153,7 +153,7 @@ class SpectrumEncoder(nn.Module):
             index, weight = loglambda_resampling(config)
             self.register_buffer("resample_index", index, persistent=False)
             self.register_buffer("resample_weight", weight, persistent=False)
-        if config.line_scan_n_z:
+        if config.line_scan_n_z and config.line_scan_mode == "matrix":
             matrix = line_scan_matrix(
                 wavelength_angstrom(config), config.line_scan_n_z, config.line_scan_lnz_max
             )  # (L, n_z * N_CHANNELS), fixed
@@ -183,7 +183,17 @@ class SpectrumEncoder(nn.Module):
         """
         if not self.config.line_scan_n_z:
             raise ValueError("this spectrum encoder has no line scan (line_scan_n_z = 0)")
-        x, _ = standardise(flux.float(), pixel_weights(valid, ivar, self.config.pixel_weight))
+        weight = pixel_weights(valid, ivar, self.config.pixel_weight)
+        x, _ = standardise(flux.float(), weight)
+        return self._scan(x, weight)
+
+    def _scan(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        # (B, L) standardised spectrum and its pixel weights -> (B, n_z * N_CHANNELS)
+        cfg = self.config
+        if cfg.line_scan_mode == "fine":
+            return fine_line_scan(
+                x, weight > 0, wavelength_angstrom(cfg), cfg.line_scan_n_z, cfg.line_scan_lnz_max
+            )
         return x @ self.line_scan_kernels
 
     def forward(
@@ -205,7 +215,7 @@ class SpectrumEncoder(nn.Module):
             stats = torch.zeros_like(stats)  # (B, 2): no flux level, no continuum S/N
         scan_tokens = None
         if cfg.line_scan_tokens:
-            groups = (x @ self.line_scan_kernels).view(len(x), cfg.line_scan_tokens, -1)
+            groups = self._scan(x, weight).view(len(x), cfg.line_scan_tokens, -1)
             scan_tokens = self.scan_embed(groups) + self.scan_pos_embed  # (B, T_scan, C)
         continuum_token = None
         if cfg.continuum_window_pix:
