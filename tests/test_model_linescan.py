@@ -21,7 +21,12 @@ from astroclip_core.model.linescan import (
     trial_ln1pz,
 )
 from astroclip_core.model.loss import info_nce
-from astroclip_core.model.spectrum import SpectrumEncoder, wavelength_angstrom
+from astroclip_core.model.spectrum import (
+    SpectrumEncoder,
+    pixel_weights,
+    standardise,
+    wavelength_angstrom,
+)
 from astroclip_core.tables.pairs import decode_pairs
 from astroclip_core.training.augment import AugmentConfig, batch_generator, train_inputs
 from astroclip_core.training.config import TrainConfig
@@ -145,7 +150,12 @@ def test_fine_scan_mode_replaces_the_matrix_and_is_checked() -> None:
     enc = SpectrumEncoder(cfg)
     assert not hasattr(enc, "line_scan_kernels")
     flux, valid = torch.randn(3, 7781), torch.ones(3, 7781, dtype=torch.bool)
-    assert enc.line_scan(flux, valid).shape == (3, 24 * N_CHANNELS)
+    scan = enc.line_scan(flux, valid)
+    assert scan.shape == (3, 24 * N_CHANNELS)
+    # the encoder's kept grid gives what the function computes afresh
+    x, _ = standardise(flux, pixel_weights(valid, None, cfg.pixel_weight))
+    fresh = fine_line_scan(x, valid, wavelength_angstrom(cfg), 24, cfg.line_scan_lnz_max)
+    assert torch.allclose(scan, fresh)
     with pytest.raises(ValueError, match="line_scan_mode must be 'matrix' or 'fine'"):
         replace(cfg, line_scan_mode="coarse")
 

@@ -140,7 +140,12 @@ def _bin_means(x: torch.Tensor, edges_pix: torch.Tensor) -> torch.Tensor:
 
 
 def fine_line_scan(
-    x: torch.Tensor, valid: torch.Tensor, wave_angstrom: np.ndarray, n_z: int, lnz_max: float
+    x: torch.Tensor,
+    valid: torch.Tensor,
+    wave_angstrom: np.ndarray,
+    n_z: int,
+    lnz_max: float,
+    grid: tuple[float, int, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """(B, L) standardised, weighted spectrum (0 at invalid pixels) and its (B, L) valid mask
     -> (B, n_z * N_CHANNELS) fine-scan responses, trial z major like the matrix scan.
@@ -151,11 +156,12 @@ def fine_line_scan(
     divided by the square root of their number (signed as in LINE_GROUPS); then the maximum
     over the FINE_OVERSAMPLE fine steps of each coarse bin. The 4000 A break: the mean over
     4000-4100 A minus the mean over 3850-3950 A (rest frame) of the whole standardised
-    spectrum, averaged over each coarse bin's fine steps.
+    spectrum, at each coarse bin's centre. ``grid`` is :func:`fine_log_grid` of the same
+    arguments, computed once by a caller that scans every step (the encoder keeps it).
     """
     from astroclip_core.model.spectrum import running_continuum  # spectrum.py imports this
 
-    step, n_log, edges = fine_log_grid(wave_angstrom, n_z, lnz_max)
+    step, n_log, edges = grid or fine_log_grid(wave_angstrom, n_z, lnz_max)
     edges = edges.to(x.device)
     mask = valid.to(x.dtype)
     residual = (x - running_continuum(x, mask, FINE_LINE_WINDOW_PIX)) * mask

@@ -17,7 +17,12 @@ from torch import nn
 
 from astroclip_core.model.blocks import Transformer
 from astroclip_core.model.config import SpectrumEncoderConfig
-from astroclip_core.model.linescan import N_CHANNELS, fine_line_scan, line_scan_matrix
+from astroclip_core.model.linescan import (
+    N_CHANNELS,
+    fine_line_scan,
+    fine_log_grid,
+    line_scan_matrix,
+)
 
 _MIN_STD = 1e-6  # floor on a spectrum's std so a flat/empty spectrum does not divide by zero
 
@@ -153,6 +158,12 @@ class SpectrumEncoder(nn.Module):
             index, weight = loglambda_resampling(config)
             self.register_buffer("resample_index", index, persistent=False)
             self.register_buffer("resample_weight", weight, persistent=False)
+        if config.line_scan_n_z and config.line_scan_mode == "fine":
+            step, n_log, edges = fine_log_grid(
+                wavelength_angstrom(config), config.line_scan_n_z, config.line_scan_lnz_max
+            )
+            self._fine_step_ln, self._fine_n_log = step, n_log
+            self.register_buffer("fine_scan_edges", edges, persistent=False)
         if config.line_scan_n_z and config.line_scan_mode == "matrix":
             matrix = line_scan_matrix(
                 wavelength_angstrom(config), config.line_scan_n_z, config.line_scan_lnz_max
@@ -191,8 +202,14 @@ class SpectrumEncoder(nn.Module):
         # (B, L) standardised spectrum and its pixel weights -> (B, n_z * N_CHANNELS)
         cfg = self.config
         if cfg.line_scan_mode == "fine":
+            grid = (self._fine_step_ln, self._fine_n_log, self.fine_scan_edges)
             return fine_line_scan(
-                x, weight > 0, wavelength_angstrom(cfg), cfg.line_scan_n_z, cfg.line_scan_lnz_max
+                x,
+                weight > 0,
+                wavelength_angstrom(cfg),
+                cfg.line_scan_n_z,
+                cfg.line_scan_lnz_max,
+                grid,
             )
         return x @ self.line_scan_kernels
 
