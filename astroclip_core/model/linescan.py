@@ -104,8 +104,8 @@ def line_scan_matrix(wave_angstrom: np.ndarray, n_z: int, lnz_max: float) -> tor
 # redshift; a DESI emission line is ~2-3 A wide (sigma), so such a kernel keeps only ~40% of a
 # line's S/N, and noise and sky residuals across its width compete with the line. The fine scan
 # instead uses line-width kernels on a grid FINE_OVERSAMPLE times finer in ln(1 + z) and keeps,
-# for each of the n_z coarse bins, the strongest response inside it (the mean, for the smooth
-# 4000 A break), so its (n_z, channels) map has the same shape as the matrix scan's.
+# for each of the n_z coarse bins, the strongest response inside it (the smooth 4000 A break is
+# read at the bin's centre), so its (n_z, channels) map has the same shape as the matrix scan's.
 FINE_OVERSAMPLE = 24
 FINE_SIGMA_LN = 0.0006  # ~4.5 A at 7500 A: a resolved line plus the [O II] doublet's spread
 FINE_LINE_WINDOW_PIX = 101  # ~80 A running mean taken off before the line kernels
@@ -115,7 +115,7 @@ def fine_log_grid(
     wave_angstrom: np.ndarray, n_z: int, lnz_max: float
 ) -> tuple[float, int, torch.Tensor]:
     """The fine scan's even ln(lambda) grid: (step in ln lambda, number of its pixels,
-    (n_log + 1,) float32 fractional input-pixel positions of its bin edges).
+    (n_log + 1,) float64 fractional input-pixel positions of its bin edges).
 
     The step is the fine trial-z step, lnz_max / (n_z x FINE_OVERSAMPLE), so a trial redshift
     shifts a line by a whole number of grid pixels.
