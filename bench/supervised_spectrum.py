@@ -69,10 +69,13 @@ def main() -> int:
         spectrum = replace(spectrum, line_scan_mode=args.line_scan_mode)
     if args.scan_tokens is not None:
         spectrum = replace(spectrum, line_scan_tokens=args.scan_tokens)
-    net = torch.nn.Sequential()
-    net.encoder = SpectrumEncoder(spectrum)
-    net.head = CrossAttentionHead(spectrum.width, model.head)
-    net.out = torch.nn.Linear(model.head.embed_dim, 1)
+    net = torch.nn.ModuleDict(
+        {
+            "encoder": SpectrumEncoder(spectrum),
+            "head": CrossAttentionHead(spectrum.width, model.head),
+            "out": torch.nn.Linear(model.head.embed_dim, 1),  # ln(1 + z)
+        }
+    )
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
     target = torch.from_numpy(np.log1p(train.z)).float()  # (N_train,)
     augment, gen = AugmentConfig(), torch.Generator().manual_seed(args.seed)
