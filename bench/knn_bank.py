@@ -41,7 +41,7 @@ from astroclip_core.evaluation.knn import (  # noqa: E402
 )
 from astroclip_core.evaluation.metrics import redshift_metrics  # noqa: E402
 from astroclip_core.evaluation.retrieval import retrieval_metrics  # noqa: E402
-from astroclip_core.samplesky.service import truth_path  # noqa: E402
+from astroclip_core.samplesky.service import truth_path, truth_tracers  # noqa: E402
 from astroclip_core.storage import StorageLayout  # noqa: E402
 from astroclip_core.tables.embeddings import embedding_matrix, read_embeddings  # noqa: E402
 from astroclip_core.tables.pairs import read_pairs_columns  # noqa: E402
@@ -116,12 +116,7 @@ def _program(layout: StorageLayout, release: str, table) -> np.ndarray:
 
 def _by_tracer(table, truth_url: str, emb, train, test, z) -> dict[str, dict]:
     """Per-tracer k = 64 figures of the test split (tracers from the sample sky's truth)."""
-    truth = fsio.read_dataset(fsio.parquet_dataset(truth_url)).select(["targetid", "tracer"])
-    ids, tracers = truth.column("targetid").to_pylist(), truth.column("tracer").to_pylist()
-    tracer_of = dict(zip(ids, tracers, strict=True))
-    tracer = np.array(
-        [tracer_of.get(t) for t in table.column("targetid").to_pylist()], dtype=object
-    )
+    tracer = truth_tracers(truth_url, table.column("targetid").to_pylist())
     query = np.flatnonzero(test)
     pred = knn_regress(emb[query], emb[train], z[train], DEFAULT_K)
     nn = nearest_neighbours(emb[query], emb[train], DEFAULT_K)  # (Q, 64) rows of train

@@ -35,7 +35,7 @@ from astroclip_core.evaluation.metrics import redshift_metrics  # noqa: E402
 from astroclip_core.model.config import get_preset  # noqa: E402
 from astroclip_core.model.heads import CrossAttentionHead  # noqa: E402
 from astroclip_core.model.spectrum import SpectrumEncoder  # noqa: E402
-from astroclip_core.samplesky.service import truth_path  # noqa: E402
+from astroclip_core.samplesky.service import truth_path, truth_tracers  # noqa: E402
 from astroclip_core.storage import StorageLayout  # noqa: E402
 from astroclip_core.tables.pairs import PairArrays, list_pairs_files, read_pairs_file  # noqa: E402
 from astroclip_core.training.augment import (  # noqa: E402
@@ -105,7 +105,7 @@ def main() -> int:
     out["all"] = _rounded(m)
     truth = truth_path(layout.samplesky_dir(), args.release)
     if fsio.exists(str(truth)):
-        tracer = _tracers(str(truth), test.targetid)
+        tracer = truth_tracers(str(truth), test.targetid)
         for name in ("BGS", "LRG", "ELG"):
             rows = tracer == name
             if rows.sum() < 2:
@@ -132,13 +132,6 @@ def _predict(net: torch.nn.Module, pairs: PairArrays) -> np.ndarray:
         x = eval_inputs(pairs.take(np.arange(first, min(first + 256, len(pairs)))), CROP_PIX)
         out.append(net.out(net.head(net.encoder(x.flux, x.valid, x.ivar)))[:, 0].numpy())
     return np.expm1(np.concatenate(out))
-
-
-def _tracers(truth_url: str, targetid: np.ndarray) -> np.ndarray:
-    truth = fsio.read_dataset(fsio.parquet_dataset(truth_url)).select(["targetid", "tracer"])
-    ids, tracers = truth.column("targetid").to_pylist(), truth.column("tracer").to_pylist()
-    tracer_of = dict(zip(ids, tracers, strict=True))
-    return np.array([tracer_of.get(int(t)) for t in targetid], dtype=object)
 
 
 def _rounded(m) -> dict[str, float]:

@@ -235,3 +235,14 @@ def test_coadds_have_masked_pixels_with_zero_ivar(sky_root: Path, tmp_path: Path
             assert np.all(iv[m != 0] == 0)
             n_masked += int(np.sum(m != 0))
     assert n_masked > 0
+
+
+def test_truth_tracers_reads_each_targets_tracer_and_none_for_a_missing_one(tmp_path) -> None:
+    import pyarrow as pa
+
+    from astroclip_core.samplesky.service import truth_tracers
+
+    url = str(tmp_path / "edr.parquet")
+    pq.write_table(pa.table({"targetid": [5, 7, 9], "tracer": ["BGS", "ELG", "LRG"]}), url)
+    got = truth_tracers(url, [9, 5, 8, 7])
+    assert got.tolist() == ["LRG", "BGS", None, "ELG"]

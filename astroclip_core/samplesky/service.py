@@ -10,6 +10,9 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 
+import numpy as np
+
+from astroclip_core import fsio
 from astroclip_core.releases import Release
 from astroclip_core.samplesky.config import SampleSkyConfig, default_root, preset
 from astroclip_core.samplesky.generate import (
@@ -34,6 +37,15 @@ def default_samplesky_root() -> Path:
 def truth_path(root: Path | str, release: str) -> Path:
     """The truth table of one release: ``<root>/truth/<release>.parquet``."""
     return _truth_path(Path(root), release)
+
+
+def truth_tracers(truth_url: str, targetids) -> np.ndarray:
+    """(N,) object array: the truth table's tracer (BGS, LRG, ELG, ...) of each of ``targetids``,
+    None for a target the table lacks. ``truth_url`` is a path or fsspec URL of the table."""
+    truth = fsio.read_dataset(fsio.parquet_dataset(truth_url)).select(["targetid", "tracer"])
+    ids, tracers = truth.column("targetid").to_pylist(), truth.column("tracer").to_pylist()
+    tracer_of = dict(zip(ids, tracers, strict=True))
+    return np.array([tracer_of.get(int(t)) for t in targetids], dtype=object)
 
 
 def _is_written(root: Path, release: Release) -> bool:
